@@ -1,0 +1,6 @@
+"""Shared pytest plugins for every test folder in the project."""
+
+pytest_plugins = [
+    "tests.support.strict_skips",
+    "tests.support.redis",
+]

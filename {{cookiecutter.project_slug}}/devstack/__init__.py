@@ -1,0 +1,1 @@
+"""Local development stack without Docker (`make dev`) and its helpers."""
