@@ -1,0 +1,3 @@
+from model_service.cli import app
+
+app(prog_name="model_service")

@@ -1,0 +1,91 @@
+"""Settings of one model-service instance (environment variables with the `MODEL_` prefix).
+
+The same package serves the `llm` and the `embedder` instances; compose and `make dev`
+map `.env`'s `LLM_MODEL` / `EMBEDDING_MODEL` onto each instance's `MODEL_*` values.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Task = Literal["generate", "embed"]
+Backend = Literal["auto", "vllm", "transformers"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+
+DEFAULT_LLM = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class ModelSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODEL_", extra="ignore")
+
+    source: str = Field(
+        DEFAULT_LLM,
+        description="Hugging Face hub id, local model directory or local .gguf file.",
+    )
+    served_name: str | None = Field(
+        None, description="Name clients send as `model`; defaults to the source's model id."
+    )
+    task: Task = "generate"
+    backend: Backend = "auto"
+    dtype: DType = Field(
+        "auto", description="auto = float16 on GPU, float32 on CPU (bfloat16 is faster on CPU)."
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, description="Prompt + completion tokens; defaults to the model's own limit."
+    )
+    max_num_seqs: int = Field(64, ge=1, description="Sequences generated together (batch).")
+    max_queue: int = Field(
+        256, ge=0, description="Requests allowed to wait beyond max_num_seqs before 503."
+    )
+    max_batch_tokens: int = Field(
+        512, ge=16, description="transformers backend: tokens per forward pass (prefill chunk)."
+    )
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+    models_dir: Path = Field(
+        Path("models"), validation_alias=AliasChoices("MODELS_DIR", "MODEL_MODELS_DIR")
+    )
+
+    # vLLM pass-through options.
+    vllm_python: str = Field(
+        sys.executable, description="Interpreter of the environment that has vLLM installed."
+    )
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    quantization: str | None = Field(
+        None,
+        description="vLLM: awq, gptq, fp8, ...; transformers: int8 (dynamic, CPU).",
+    )
+    vllm_extra_args: str = Field("", description="Extra vLLM server arguments (shell syntax).")
+    vllm_cpu_kvcache_space: int = Field(
+        4, ge=1, description="GiB of KV cache vLLM reserves on CPU (VLLM_CPU_KVCACHE_SPACE)."
+    )
+
+    @field_validator("served_name", "quantization", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @cached_property
+    def vllm_extra_argv(self) -> list[str]:
+        return shlex.split(self.vllm_extra_args)
+
+    @property
+    def model_name(self) -> str:
+        """The name served in `/v1/models` and expected in requests."""
+        return self.served_name or default_served_name(self.source)
+
+
+def default_served_name(source: str) -> str:
+    path = Path(source).expanduser()
+    if path.exists():
+        return path.stem if path.is_file() else path.name
+    return source
