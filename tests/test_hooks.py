@@ -1,0 +1,149 @@
+"""Unit tests for the hooks, plus the pre-gen hook rejecting bakes for real."""
+
+from __future__ import annotations
+
+import importlib.util
+import tomllib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.matrix import DEFAULT, ROOT, UNSUPPORTED, answers, unique_bakes
+
+
+def load_hook(name: str) -> ModuleType:
+    # The hooks are plain Python until cookiecutter renders them (the answers arrive
+    # as a JSON string literal), so they import as they are.
+    spec = importlib.util.spec_from_file_location(name, ROOT / "hooks" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pre_gen = load_hook("pre_gen_project")
+post_gen = load_hook("post_gen_project")
+
+
+def full_answers(**overrides: Any) -> dict[str, Any]:
+    base = {
+        "project_name": "GenAI App",
+        "project_slug": "genai-app",
+        "author_email": "you@example.com",
+        "llm_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "embedding_model": "sentence-transformers/all-MiniLM-L6-v2",
+        **DEFAULT,
+    }
+    return {**base, **overrides}
+
+
+@pytest.mark.parametrize("overrides", unique_bakes(), ids=str)
+def test_every_matrix_bake_is_valid(overrides: dict[str, str]) -> None:
+    assert pre_gen.validate(full_answers(**overrides)) == []
+
+
+@pytest.mark.parametrize(("overrides", "reason"), UNSUPPORTED, ids=[r for _, r in UNSUPPORTED])
+def test_validate_rejects_with_a_one_line_reason(overrides: dict[str, str], reason: str) -> None:
+    errors = pre_gen.validate(full_answers(**overrides))
+    assert errors, f"{overrides} was accepted"
+    assert any(reason in error for error in errors), errors
+    assert all("\n" not in error for error in errors)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "/models/my-model",
+        "./models/SmolLM2-135M-Instruct.Q4_1.gguf",
+    ],
+)
+def test_model_references_accepted(model: str) -> None:
+    assert pre_gen.validate(full_answers(llm_model=model)) == []
+
+
+def test_unknown_choice_is_rejected() -> None:
+    errors = pre_gen.validate(full_answers(serving_backend="tgi"))
+    assert errors == ["serving_backend must be one of auto, vllm, transformers (got 'tgi')"]
+
+
+def test_main_prints_errors_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    assert pre_gen.main(full_answers(project_slug="Bad Slug")) == 1
+    assert "ERROR: project_slug" in capsys.readouterr().err
+    assert pre_gen.main(full_answers()) == 0
+
+
+def test_manifest_parts_name_only_known_options() -> None:
+    manifest = tomllib.loads((ROOT / "hooks" / "optional_parts.toml").read_text())
+    for part in manifest["part"]:
+        for key, value in part["when"].items():
+            allowed = DEFAULT.keys()
+            assert key in allowed, f"{part['name']}: unknown option {key}"
+            values = value if isinstance(value, list) else [value]
+            choices = pre_gen.CHOICES[key]
+            assert set(values) <= set(choices), f"{part['name']}: {values} not in {choices}"
+
+
+def _project(tmp_path: Path) -> Path:
+    for rel in [
+        "infra/__main__.py",
+        "infra/blueprint_infra/app.py",
+        "docs/deploy.md",
+        "docs/rag.md",
+        "gateway/gateway/rag/chain.py",
+        "gateway/gateway/app.py",
+        "gateway/tests/test_rag_ingest.py",
+        "gateway/tests/test_api.py",
+        ".github/workflows/ci.yml",
+    ]:
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    return tmp_path
+
+
+def test_post_gen_removes_only_unselected_parts(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    parts = post_gen.load_manifest(ROOT)
+    chosen = answers({"deploy_target": "none", "enable_rag": "no", "ci_provider": "none"})
+    post_gen.remove(post_gen.paths_to_remove(project, parts, chosen))
+    post_gen.remove_empty_dirs(project)
+    left = sorted(str(p.relative_to(project)) for p in project.rglob("*") if p.is_file())
+    assert left == ["gateway/gateway/app.py", "gateway/tests/test_api.py"]
+    assert not (project / "infra").exists()
+    assert not (project / ".github").exists()
+
+
+def test_post_gen_keeps_everything_for_defaults(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    parts = post_gen.load_manifest(ROOT)
+    assert post_gen.paths_to_remove(project, parts, answers({})) == []
+
+
+def test_part_applies_to_lists_of_values() -> None:
+    assert post_gen.part_applies({"deploy_target": ["none", "aws-eks"]}, {"deploy_target": "none"})
+    assert not post_gen.part_applies({"deploy_target": ["aws-eks"]}, {"deploy_target": "none"})
+
+
+def test_next_steps_mention_deploy_only_with_infra() -> None:
+    with_infra = post_gen.next_steps(full_answers())
+    without = post_gen.next_steps(full_answers(deploy_target="none"))
+    assert "make preview" in with_infra
+    assert "make preview" not in without
+    assert "cd genai-app" in with_infra
+
+
+@pytest.mark.parametrize(("overrides", "reason"), UNSUPPORTED[:1] + UNSUPPORTED[-2:])
+def test_unsupported_bake_fails_in_the_pre_gen_hook(
+    cookies: Any, overrides: dict[str, str], reason: str
+) -> None:
+    result = cookies.bake(extra_context=overrides)
+    assert result.exit_code != 0
+    assert result.exception is not None
+    assert "pre_gen_project" in str(result.exception) or "Hook script failed" in str(
+        result.exception
+    )
+    assert result.project_path is None or not Path(result.project_path).exists()
