@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,34 @@ import pytest
 from tests.matrix import ROOT, answers, bake_id
 
 BAKE_SUMMARY: dict[str, dict[str, Any]] = {}
+
+
+def snapshot_template(dest: Path) -> Path:
+    """Copy what a clean clone would hold (tracked and unignored files) into dest.
+
+    Bakes then never see caches or build output lying in a working tree.
+    """
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for rel in filter(None, listed.split("\0")):
+        source = ROOT / rel
+        if source.is_file():
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return dest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-cookies bakes from --template (default "."): point it at a clean snapshot.
+    if getattr(config.option, "template", ".") in (".", str(ROOT)) and (ROOT / ".git").exists():
+        snapshot = Path(tempfile.mkdtemp(prefix="template-snapshot-"))
+        config.option.template = str(snapshot_template(snapshot))
+        config.add_cleanup(lambda: shutil.rmtree(snapshot, ignore_errors=True))
 
 
 class Bakery:

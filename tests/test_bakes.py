@@ -20,7 +20,6 @@ import pytest
 from tests.conftest import Bakery, baked_test_env, python_tool, run
 from tests.matrix import COOKIECUTTER_JSON, ROOT, answers, bake_id, unique_bakes
 
-TEMPLATE = ROOT / "{{cookiecutter.project_slug}}"
 BAKES = unique_bakes()
 IDS = [bake_id(b) for b in BAKES]
 
@@ -65,8 +64,9 @@ def files_under(root: Path) -> set[str]:
     }
 
 
-def expected_files(chosen: dict[str, Any]) -> set[str]:
+def expected_files(template_repo: Path, chosen: dict[str, Any]) -> set[str]:
     """Template files minus what the manifest removes for these answers."""
+    template = template_repo / "{{cookiecutter.project_slug}}"
     manifest = tomllib.loads((ROOT / "hooks" / "optional_parts.toml").read_text())["part"]
     removed: set[str] = set()
     for part in manifest:
@@ -74,13 +74,13 @@ def expected_files(chosen: dict[str, Any]) -> set[str]:
             chosen.get(k) in (v if isinstance(v, list) else [v]) for k, v in part["when"].items()
         ):
             for pattern in part["remove"]:
-                for path in TEMPLATE.glob(pattern):
-                    removed |= {str(path.relative_to(TEMPLATE))}
+                for path in template.glob(pattern):
+                    removed |= {str(path.relative_to(template))}
                     if path.is_dir():
                         removed |= {
-                            str(p.relative_to(TEMPLATE)) for p in path.rglob("*") if p.is_file()
+                            str(p.relative_to(template)) for p in path.rglob("*") if p.is_file()
                         }
-    return files_under(TEMPLATE) - removed
+    return files_under(template) - removed
 
 
 @pytest.fixture(scope="module", params=BAKES, ids=IDS)
@@ -89,10 +89,12 @@ def bake(request: pytest.FixtureRequest, bakery: Bakery) -> tuple[Path, dict[str
     return bakery.bake(overrides), answers(overrides)
 
 
-def test_file_set_is_exact(bake: tuple[Path, dict[str, Any]]) -> None:
+def test_file_set_is_exact(
+    bake: tuple[Path, dict[str, Any]], pytestconfig: pytest.Config
+) -> None:
     project, chosen = bake
     actual = files_under(project)
-    expected = expected_files(chosen)
+    expected = expected_files(Path(pytestconfig.option.template), chosen)
     assert sorted(actual - expected) == [], "unexpected files"
     assert sorted(expected - actual) == [], "missing files"
     for rel in REQUIRED_TOP_LEVEL:

@@ -74,10 +74,7 @@ def server_command(
             argv += ["--loadmodule", str(module)]
     else:
         binary = shutil.which("redis-server") or shutil.which("valkey-server")
-        if binary is None:
-            argv = [str(valkey_binary())]
-        else:
-            argv = [binary]
+        argv = [str(valkey_binary())] if binary is None else [binary]
     return [*argv, "--port", str(port), "--bind", host, "--dir", str(data_dir), *SERVER_SETTINGS]
 
 

@@ -85,7 +85,8 @@ class ManagedProcess:
                     return
             time.sleep(0.2)
         raise TimeoutError(
-            f"{self.name} not {what} after {timeout:.0f}s.\n--- {self.log_path} ---\n{self.log_tail()}"
+            f"{self.name} not {what} after {timeout:.0f}s.\n"
+            f"--- {self.log_path} ---\n{self.log_tail()}"
         )
 
     def wait_http(self, url: str, timeout: float = 60.0) -> None:
