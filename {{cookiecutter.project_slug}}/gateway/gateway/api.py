@@ -1,0 +1,156 @@
+"""HTTP routes: the OpenAI-compatible API, health, readiness, metrics, key admin."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from gateway import proxy
+from gateway.auth import ApiKey, MasterKey
+from gateway.errors import GatewayError
+from gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from gateway.state import get_state
+
+router = APIRouter()
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Invalid request"},
+    401: {"description": "Missing or invalid API key"},
+    403: {"description": "Key not allowed to use this model"},
+    404: {"description": "Unknown model"},
+    413: {"description": "Request body too large"},
+    429: {"description": "Rate limited (see retry-after)"},
+    502: {"description": "Upstream failed"},
+    503: {"description": "Nothing can serve the request"},
+    504: {"description": "Upstream timed out"},
+}
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    # The body is read and validated by the pipeline (so unknown fields pass through
+    # unchanged); this only documents it. The schema ref is filled in by app.openapi.
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
+        }
+    }
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+@router.post(
+    "/v1/chat/completions",
+    openapi_extra=_body(ChatCompletionRequest),
+    responses=ERROR_RESPONSES,
+    tags=["openai"],
+)
+async def chat_completions(request: Request, key: ApiKey) -> Response:
+    return await proxy.handle(request, key, "chat")
+
+
+@router.post(
+    "/v1/completions",
+    openapi_extra=_body(CompletionRequest),
+    responses=ERROR_RESPONSES,
+    tags=["openai"],
+)
+async def completions(request: Request, key: ApiKey) -> Response:
+    return await proxy.handle(request, key, "completion")
+
+
+@router.post(
+    "/v1/embeddings",
+    openapi_extra=_body(EmbeddingRequest),
+    responses=ERROR_RESPONSES,
+    tags=["openai"],
+)
+async def embeddings(request: Request, key: ApiKey) -> Response:
+    return await proxy.handle(request, key, "embedding")
+
+
+@router.get("/v1/models", tags=["openai"], responses={401: ERROR_RESPONSES[401]})
+async def list_models(request: Request, key: ApiKey) -> Response:
+    state = get_state(request)
+    names = [m for m in state.router.model_names() if key.allows_model(m)]
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "gateway"} for name in names]
+    return _json({"object": "list", "data": data})
+
+
+@router.get("/healthz", tags=["health"])
+async def healthz() -> Response:
+    return _json({"status": "ok"})
+
+
+@router.get("/readyz", tags=["health"])
+async def readyz(request: Request) -> Response:
+    state = get_state(request)
+    redis_ok = await state.store.ping()
+    state.metrics.redis_up.set(1 if redis_ok else 0)
+    upstreams = await state.router.probe()
+    body = {
+        "status": "ok" if redis_ok else "degraded",
+        "redis": "up" if redis_ok else "down",
+        "upstreams": {name: "up" if ok else "down" for name, ok in upstreams.items()},
+    }
+    return _json(body, 200 if any(upstreams.values()) else 503)
+
+
+@router.get("/metrics", tags=["health"], include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    registry = get_state(request).metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class KeyCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    models: list[str] = Field(default_factory=list)
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    expires_in_seconds: float | None = Field(default=None, gt=0)
+
+
+@router.post("/admin/keys", tags=["admin"], status_code=201, responses={403: ERROR_RESPONSES[403]})
+async def create_key(request: Request, body: KeyCreate, _: MasterKey) -> Response:
+    """Create a client key; the key is shown once in the response and stored hashed."""
+    expires_at = time.time() + body.expires_in_seconds if body.expires_in_seconds else None
+    api_key, record = await _key_store_call(
+        get_state(request).keys.create(
+            body.name, body.models, body.rpm, body.tpm, body.max_tokens, expires_at
+        )
+    )
+    return _json({"key": api_key, **record.public()}, 201)
+
+
+@router.get("/admin/keys", tags=["admin"], responses={403: ERROR_RESPONSES[403]})
+async def list_keys(request: Request, _: MasterKey) -> Response:
+    records = await _key_store_call(get_state(request).keys.list_records())
+    return _json({"data": [r.public() for r in records]})
+
+
+@router.delete("/admin/keys/{id_or_name}", tags=["admin"], responses={404: ERROR_RESPONSES[404]})
+async def revoke_key(request: Request, id_or_name: str, _: MasterKey) -> Response:
+    revoked = await _key_store_call(get_state(request).keys.revoke(id_or_name))
+    if not revoked:
+        raise GatewayError(404, f"No key with id or name '{id_or_name}'.", code="key_not_found")
+    return _json({"revoked": [r.id for r in revoked]})
+
+
+async def _key_store_call(awaitable: Any) -> Any:
+    from gateway.redis_store import RedisUnavailable
+
+    try:
+        return await awaitable
+    except RedisUnavailable:
+        raise GatewayError(503, "Redis is unavailable; keys cannot be managed now.") from None

@@ -1,0 +1,57 @@
+"""API key authentication as FastAPI dependencies.
+
+`require_api_key` returns the caller's `KeyRecord` (the key itself never leaves this
+module, and is never logged). Other routers (RAG) use the `ApiKey` alias.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from gateway.errors import GatewayError
+from gateway.keys import KeyLookupUnavailable, KeyRecord
+from gateway.state import get_state
+
+
+def presented_key(request: Request) -> str | None:
+    authorization = request.headers.get("authorization")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return request.headers.get("x-api-key") or request.headers.get("api-key")
+
+
+async def require_api_key(request: Request) -> KeyRecord:
+    token = presented_key(request)
+    if not token:
+        raise GatewayError(
+            401,
+            "Missing API key: send `Authorization: Bearer <key>`.",
+            code="missing_api_key",
+        )
+    try:
+        record = await get_state(request).keys.verify(token)
+    except KeyLookupUnavailable:
+        raise GatewayError(
+            503,
+            "The key store is unavailable and this key was not verified recently; retry shortly.",
+            code="key_store_unavailable",
+            headers={"retry-after": "5"},
+        ) from None
+    if record is None:
+        raise GatewayError(401, "Invalid or expired API key.", code="invalid_api_key")
+    request.state.key_record = record
+    return record
+
+
+async def require_master_key(record: Annotated[KeyRecord, Depends(require_api_key)]) -> KeyRecord:
+    if not record.is_master:
+        raise GatewayError(403, "This endpoint needs the master key.", code="forbidden")
+    return record
+
+
+ApiKey = Annotated[KeyRecord, Depends(require_api_key)]
+MasterKey = Annotated[KeyRecord, Depends(require_master_key)]

@@ -1,0 +1,150 @@
+"""Command line: `python -m gateway serve`, `python -m gateway keys create|list|revoke`
+(and `python -m gateway rag ...` when the RAG part is present)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from gateway.keys import KeyStore
+from gateway.redis_store import RedisStore, RedisUnavailable
+from gateway.settings import Settings
+
+T = TypeVar("T")
+app = typer.Typer(help="OpenAI-compatible gateway.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys (stored hashed in Redis).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+
+
+def _load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        messages = "; ".join(str(e.get("msg")) for e in exc.errors())
+        console.print(f"[red]Invalid gateway settings:[/red] {messages}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default: GATEWAY_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: GATEWAY_PORT")] = None,
+) -> None:
+    """Run the gateway (one uvicorn worker; scale with replicas)."""
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.logs import configure_logging
+
+    settings = _load_settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+        backlog=4096,
+    )
+
+
+def _with_keys(fn: Callable[[KeyStore], Awaitable[T]]) -> T:
+    settings = _load_settings()
+
+    async def run() -> T:
+        store = RedisStore(settings)
+        store.timeout = max(store.timeout, 2.0)
+        try:
+            return await fn(KeyStore(store, settings.master_key, 0))
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except RedisUnavailable as exc:
+        console.print(f"[red]Redis at {settings.redis_url} is unavailable:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _when(timestamp: float | None) -> str:
+    if not timestamp:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@keys_app.command("create")
+def create_key(
+    name: Annotated[str, typer.Option(help="Who or what the key is for.")],
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="Allowed model (repeat); default all.")
+    ] = None,
+    rpm: Annotated[int | None, typer.Option(min=1, help="Requests per minute.")] = None,
+    tpm: Annotated[int | None, typer.Option(min=1, help="Tokens per minute.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Cap on max_tokens.")] = None,
+    expires_in_days: Annotated[float | None, typer.Option(min=0.0)] = None,
+) -> None:
+    """Create a key. It is printed once; only its hash is stored."""
+    expires_at = time.time() + expires_in_days * 86400 if expires_in_days else None
+    api_key, record = _with_keys(
+        lambda keys: keys.create(name, model or [], rpm, tpm, max_tokens, expires_at)
+    )
+    console.print(
+        f"Created {record.id} ({record.name}). Store this key now, it is not shown again:"
+    )
+    print(api_key)
+
+
+@keys_app.command("list")
+def list_keys() -> None:
+    """List keys (ids, names, limits; never the keys)."""
+    records = _with_keys(lambda keys: keys.list_records())
+    table = Table("id", "name", "models", "rpm", "tpm", "max_tokens", "created", "expires")
+    for r in records:
+        table.add_row(
+            r.id,
+            r.name,
+            ", ".join(r.models) or "all",
+            str(r.rpm or "-"),
+            str(r.tpm or "-"),
+            str(r.max_tokens or "-"),
+            _when(r.created_at),
+            _when(r.expires_at),
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def revoke_key(id_or_name: Annotated[str, typer.Argument(help="Key id or name.")]) -> None:
+    """Revoke (delete) keys by id or name."""
+    revoked = _with_keys(lambda keys: keys.revoke(id_or_name))
+    if not revoked:
+        console.print(f"[red]No key with id or name '{id_or_name}'.[/red]")
+        raise typer.Exit(1)
+    for record in revoked:
+        console.print(f"Revoked {record.id} ({record.name}).")
+
+
+def _add_optional(module: str, name: str) -> None:
+    try:
+        sub_app = importlib.import_module(module).app
+    except ImportError as exc:
+        if exc.name and module.startswith(exc.name):
+            return
+        raise
+    app.add_typer(sub_app, name=name)
+
+
+_add_optional("gateway.rag.cli", "rag")

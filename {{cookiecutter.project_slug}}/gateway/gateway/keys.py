@@ -1,0 +1,226 @@
+"""API keys: stored in Redis by SHA-256 hash only, never in plain text.
+
+A key record lives in the hash `gw:key:<sha256>` (no TTL, so `volatile-lru` never
+evicts it); `gw:keys` indexes the hashes for listing. Verified records are copied into
+process memory for `key_cache_ttl_seconds`: during a Redis outage only those copies
+are honoured, so an unverified key never gets in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.redis_store import RedisStore, RedisUnavailable
+
+KEY_PREFIX = "gw:key:"
+INDEX_KEY = "gw:keys"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def hash_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return "sk-gw-" + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """What the gateway knows about a caller's key (never the key itself)."""
+
+    id: str
+    name: str
+    models: tuple[str, ...] = ()
+    rpm: int | None = None
+    tpm: int | None = None
+    max_tokens: int | None = None
+    expires_at: float | None = None
+    created_at: float = field(default_factory=time.time)
+    is_master: bool = False
+
+    def allows_model(self, model: str) -> bool:
+        return not self.models or model in self.models
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and (now or time.time()) >= self.expires_at
+
+    def to_redis(self, key_hash: str) -> dict[str, str]:
+        return {
+            "hash": key_hash,
+            "id": self.id,
+            "name": self.name,
+            "models": orjson.dumps(list(self.models)).decode(),
+            "rpm": "" if self.rpm is None else str(self.rpm),
+            "tpm": "" if self.tpm is None else str(self.tpm),
+            "max_tokens": "" if self.max_tokens is None else str(self.max_tokens),
+            "expires_at": "" if self.expires_at is None else repr(self.expires_at),
+            "created_at": repr(self.created_at),
+        }
+
+    @classmethod
+    def from_redis(cls, data: Mapping[Any, Any]) -> KeyRecord:
+        fields = {_text(k): _text(v) for k, v in data.items()}
+
+        def optional_int(name: str) -> int | None:
+            raw = fields.get(name, "")
+            return int(raw) if raw else None
+
+        expires = fields.get("expires_at", "")
+        return cls(
+            id=fields["id"],
+            name=fields.get("name", ""),
+            models=tuple(orjson.loads(fields.get("models") or "[]")),
+            rpm=optional_int("rpm"),
+            tpm=optional_int("tpm"),
+            max_tokens=optional_int("max_tokens"),
+            expires_at=float(expires) if expires else None,
+            created_at=float(fields.get("created_at") or 0),
+        )
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "models": list(self.models),
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "max_tokens": self.max_tokens,
+            "expires_at": self.expires_at,
+            "created_at": self.created_at,
+        }
+
+
+class KeyLookupUnavailable(Exception):
+    """Redis is down and this key has no recent verified copy in memory."""
+
+
+class KeyStore:
+    def __init__(self, store: RedisStore, master_key: str, cache_ttl_seconds: float) -> None:
+        self.store = store
+        self._master_hash = hash_key(master_key)
+        self.master = KeyRecord(id="master", name="master", is_master=True, created_at=0.0)
+        self._cache_ttl = cache_ttl_seconds
+        self._verified: dict[str, tuple[KeyRecord, float]] = {}
+
+    def is_master(self, api_key: str) -> bool:
+        return hmac.compare_digest(hash_key(api_key), self._master_hash)
+
+    async def verify(self, api_key: str) -> KeyRecord | None:
+        """The key's record, or None when unknown/expired. Raises KeyLookupUnavailable."""
+        key_hash = hash_key(api_key)
+        if hmac.compare_digest(key_hash, self._master_hash):
+            return self.master
+        try:
+            raw = await self._fetch(key_hash)
+        except RedisUnavailable:
+            return self._verified_copy(key_hash)
+        if not raw:
+            self._verified.pop(key_hash, None)
+            return None
+        record = KeyRecord.from_redis(raw)
+        stored_hash = _text(raw.get(b"hash", b""))
+        if not hmac.compare_digest(stored_hash, key_hash) or record.expired():
+            return None
+        self._remember(key_hash, record)
+        return record
+
+    def _remember(self, key_hash: str, record: KeyRecord) -> None:
+        if self._cache_ttl <= 0:
+            return
+        if len(self._verified) > 10_000:
+            self._verified.clear()
+        self._verified[key_hash] = (record, time.monotonic())
+
+    def _verified_copy(self, key_hash: str) -> KeyRecord:
+        entry = self._verified.get(key_hash)
+        if entry is None or time.monotonic() - entry[1] > self._cache_ttl:
+            raise KeyLookupUnavailable()
+        if entry[0].expired():
+            raise KeyLookupUnavailable()
+        return entry[0]
+
+    async def create(
+        self,
+        name: str,
+        models: list[str] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        max_tokens: int | None = None,
+        expires_at: float | None = None,
+    ) -> tuple[str, KeyRecord]:
+        api_key = new_api_key()
+        key_hash = hash_key(api_key)
+        record = KeyRecord(
+            id="key_" + key_hash[:12],
+            name=name,
+            models=tuple(models or ()),
+            rpm=rpm,
+            tpm=tpm,
+            max_tokens=max_tokens,
+            expires_at=expires_at,
+        )
+
+        async def write(r: Any) -> None:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.hset(KEY_PREFIX + key_hash, mapping=record.to_redis(key_hash))
+                pipe.sadd(INDEX_KEY, key_hash)
+                await pipe.execute()
+
+        await self.store.call(write)
+        return api_key, record
+
+    async def list_records(self) -> list[KeyRecord]:
+        hashes = await self.store.call(lambda r: r.smembers(INDEX_KEY))
+        records = []
+        for raw_hash in sorted(hashes):
+            key_hash = _text(raw_hash)
+            raw = await self._fetch(key_hash)
+            if raw:
+                records.append(KeyRecord.from_redis(raw))
+        return sorted(records, key=lambda rec: rec.created_at)
+
+    async def _fetch(self, key_hash: str) -> Mapping[Any, Any]:
+        result: Mapping[Any, Any] = await self.store.call(
+            lambda r: r.hgetall(KEY_PREFIX + key_hash)
+        )
+        return result
+
+    async def revoke(self, id_or_name: str) -> list[KeyRecord]:
+        """Delete every key whose id or name matches; returns what was revoked."""
+        revoked = []
+        for record in await self.list_records():
+            if id_or_name in (record.id, record.name):
+                key_hash = await self._hash_of(record.id)
+                if key_hash is None:
+                    continue
+
+                async def delete(r: Any, h: str = key_hash) -> None:
+                    async with r.pipeline(transaction=True) as pipe:
+                        pipe.delete(KEY_PREFIX + h)
+                        pipe.srem(INDEX_KEY, h)
+                        await pipe.execute()
+
+                await self.store.call(delete)
+                self._verified.pop(key_hash, None)
+                revoked.append(record)
+        return revoked
+
+    async def _hash_of(self, key_id: str) -> str | None:
+        hashes = await self.store.call(lambda r: r.smembers(INDEX_KEY))
+        for raw_hash in hashes:
+            key_hash = _text(raw_hash)
+            if "key_" + key_hash[:12] == key_id:
+                return key_hash
+        return None

@@ -1,0 +1,763 @@
+"""The request pipeline of the OpenAI-compatible routes.
+
+auth (dependency) → body/prompt limits → guardrails → rate-limit reservation → exact
+cache → semantic cache → router (retries, breaker, fallback) → response or stream
+relay → settle tokens, store in cache, record metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+import httpx
+import orjson
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from gateway import sse
+from gateway.cache import bypass_requested, is_deterministic
+from gateway.errors import GatewayError, error_body
+from gateway.guardrails import GuardrailViolation
+from gateway.keys import KeyRecord
+from gateway.ratelimit import LimitDecision
+from gateway.redis_store import RedisUnavailable
+from gateway.router import UpstreamCall
+from gateway.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    message_texts,
+    prompt_texts,
+)
+from gateway.semantic_cache import semantic_key
+from gateway.state import GatewayState, get_state
+from gateway.tracing import tracer
+
+log = logging.getLogger("gateway.proxy")
+access_log = logging.getLogger("gateway.access")
+
+Route = Literal["chat", "completion", "embedding"]
+REQUEST_ATTRIBUTES = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+)
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    path: str
+    schema: type[BaseModel]
+    operation: str  # GenAI operation name
+
+
+ROUTES: dict[Route, RouteSpec] = {
+    "chat": RouteSpec("/chat/completions", ChatCompletionRequest, "chat"),
+    "completion": RouteSpec("/completions", CompletionRequest, "text_completion"),
+    "embedding": RouteSpec("/embeddings", EmbeddingRequest, "embeddings"),
+}
+
+
+@dataclass
+class Exchange:
+    """What the pipeline knows about one request while handling it."""
+
+    state: GatewayState
+    route: Route
+    key: KeyRecord
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    model: str = "unknown"
+    upstream_seconds: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    limit: LimitDecision | None = None
+    settled: bool = False
+    finished: bool = False
+
+    def overhead_ms(self) -> float:
+        return max(0.0, (time.perf_counter() - self.started - self.upstream_seconds) * 1000)
+
+    def finish(self, status: int) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        metrics = self.state.metrics
+        elapsed = time.perf_counter() - self.started
+        metrics.requests.labels(self.route, str(status), self.model).inc()
+        metrics.duration.labels(self.route).observe(elapsed)
+        metrics.overhead.labels(self.route).observe(max(0.0, elapsed - self.upstream_seconds))
+        metrics.in_flight.dec()
+        if self.state.settings.access_log:
+            access_log.info(
+                "request",
+                extra={
+                    "request_id": self.request_id,
+                    "route": self.route,
+                    "status": status,
+                    "model": self.model,
+                    "key_id": self.key.id,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
+
+    async def settle(self, actual_tokens: int) -> None:
+        if self.settled or self.limit is None or not self.limit.allowed:
+            return
+        self.settled = True
+        # If Redis is down the reservation stands; it expires with its window.
+        with contextlib.suppress(RedisUnavailable):
+            await self.state.limiter.settle(self.key, self.limit, actual_tokens)
+
+
+class SSEResponse(StreamingResponse):
+    """A streaming response that notices a client disconnect at once (not only on the
+    next write) and always closes its body iterator, which closes the upstream call.
+    `finalizer` runs last in every case (also when the body never started)."""
+
+    finalizer: Callable[[], Awaitable[None]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def stream() -> None:
+                    with contextlib.suppress(OSError):  # client went away mid-write
+                        await self.stream_response(send)
+                    group.cancel_scope.cancel()
+
+                group.start_soon(stream)
+                await self.listen_for_disconnect(receive)
+                group.cancel_scope.cancel()
+        finally:
+            closer = getattr(self.body_iterator, "aclose", None)
+            with anyio.CancelScope(shield=True):
+                if closer is not None:
+                    await closer()
+                if self.finalizer is not None:
+                    await self.finalizer()
+
+
+def estimate_tokens(chars: int) -> int:
+    # About four characters per token for English BPE vocabularies; only used to
+    # reserve tokens until the upstream reports the real usage.
+    return math.ceil(chars / 4)
+
+
+def usage_tokens(usage: dict[str, Any] | None) -> tuple[int, int]:
+    if not usage:
+        return 0, 0
+    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+
+
+def _texts(route: Route, payload: dict[str, Any]) -> list[str]:
+    if route == "chat":
+        return message_texts(payload["messages"])
+    if route == "completion":
+        return prompt_texts(payload["prompt"])
+    return prompt_texts(payload["input"])
+
+
+def _redact_payload(route: Route, payload: dict[str, Any], redact: Any) -> dict[str, Any]:
+    if route == "chat":
+        messages = []
+        for message in payload["messages"]:
+            content = message.get("content")
+            if isinstance(content, str):
+                message = {**message, "content": redact(content)}
+            elif isinstance(content, list):
+                parts = [
+                    {**p, "text": redact(p["text"])}
+                    if isinstance(p, dict) and isinstance(p.get("text"), str)
+                    else p
+                    for p in content
+                ]
+                message = {**message, "content": parts}
+            messages.append(message)
+        return {**payload, "messages": messages}
+    field_name = "prompt" if route == "completion" else "input"
+    value = payload[field_name]
+    if isinstance(value, str):
+        value = redact(value)
+    elif isinstance(value, list):
+        value = [redact(v) if isinstance(v, str) else v for v in value]
+    return {**payload, field_name: value}
+
+
+async def read_payload(request: Request, state: GatewayState, spec: RouteSpec) -> dict[str, Any]:
+    limit = state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise GatewayError(413, f"Request body exceeds {limit} bytes.", code="body_too_large")
+    body = await request.body()
+    if len(body) > limit:
+        raise GatewayError(413, f"Request body exceeds {limit} bytes.", code="body_too_large")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise GatewayError(
+            400, "The request body is not valid JSON.", code="invalid_json"
+        ) from None
+    if not isinstance(payload, dict):
+        raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
+    try:
+        spec.schema.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first.get("loc", ())) or None
+        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        raise GatewayError(400, message, param=param, code="invalid_request") from None
+    return payload
+
+
+async def handle(request: Request, key: KeyRecord, route: Route) -> Response:
+    state = get_state(request)
+    exchange = Exchange(state, route, key, request.headers.get("x-request-id") or uuid.uuid4().hex)
+    state.metrics.in_flight.inc()
+    try:
+        response = await _handle(request, exchange)
+    except GatewayError as exc:
+        await exchange.settle(0)
+        exc.headers.setdefault("x-request-id", exchange.request_id)
+        exchange.finish(exc.status)
+        return exc.response()
+    except BaseException:
+        await exchange.settle(0)
+        exchange.finish(500)
+        raise
+    if not isinstance(response, SSEResponse):
+        exchange.finish(response.status_code)
+    return response
+
+
+async def _handle(request: Request, exchange: Exchange) -> Response:
+    state, route, key = exchange.state, exchange.route, exchange.key
+    settings = state.settings
+    spec = ROUTES[route]
+    payload = await read_payload(request, state, spec)
+
+    requested = payload["model"]
+    model = state.router.resolve(requested)
+    if model is None:
+        raise GatewayError(
+            404,
+            f"The model '{requested}' does not exist or is not served here.",
+            param="model",
+            code="model_not_found",
+        )
+    exchange.model = model
+    if not (key.allows_model(requested) or key.allows_model(model)):
+        raise GatewayError(
+            403, f"This key may not use model '{requested}'.", param="model", code="model_denied"
+        )
+
+    texts = _texts(route, payload)
+    prompt_chars = sum(len(t) for t in texts)
+    if prompt_chars > settings.max_prompt_chars:
+        raise GatewayError(
+            400,
+            f"The prompt has {prompt_chars} characters; the limit is {settings.max_prompt_chars}.",
+            code="prompt_too_long",
+        )
+
+    max_tokens = None
+    if route != "embedding":
+        max_tokens = _apply_max_tokens_cap(payload, key, settings.max_tokens_cap)
+
+    guardrails = state.guardrails
+    if guardrails.inspects_input:
+        try:
+            await guardrails.check_input(texts)
+        except GuardrailViolation as exc:
+            raise GatewayError(400, exc.message, code=exc.code) from None
+        if guardrails.pii_input == "redact":
+            payload = _redact_payload(route, payload, guardrails.redact_input)
+
+    if state.limiter.applies_to(key):
+        completion_budget = (max_tokens or settings.default_max_tokens_reserve) * int(
+            payload.get("n") or 1
+        )
+        await _reserve(exchange, estimate_tokens(prompt_chars) + completion_budget)
+
+    stream = route != "embedding" and payload.get("stream") is True
+    bypass = bypass_requested(request.headers)
+    cacheable = (
+        settings.cache_enabled
+        and not bypass
+        and int(payload.get("n") or 1) == 1
+        and (
+            route == "embedding"
+            or not settings.cache_only_deterministic
+            or is_deterministic(payload)
+        )
+    )
+    cache_key = state.cache.key(route, model, payload) if cacheable else None
+    exchange.headers["x-cache"] = "bypass" if cache_key is None else "miss"
+    metrics = state.metrics
+    if cache_key is not None:
+        try:
+            cached = await state.cache.get(cache_key)
+        except RedisUnavailable:
+            cached, cache_key = None, None
+        metrics.cache.labels("exact", "hit" if cached else "miss").inc()
+        if cached is not None:
+            return await _cached_response(exchange, cached, stream, payload, "exact")
+    else:
+        metrics.cache.labels("exact", "bypass").inc()
+
+    semantic: tuple[str, str, list[float]] | None = None
+    if route == "chat" and state.semantic.enabled and cacheable:
+        found = semantic_key(model, payload, settings.semantic_cache_single_turn_only)
+        if found is not None:
+            scope, prompt = found
+            try:
+                cached, vector = await state.semantic.lookup(scope, prompt)
+            except GatewayError:
+                cached, vector = None, None  # embedder down: serve without the cache
+            metrics.cache.labels("semantic", "hit" if cached else "miss").inc()
+            if cached is not None:
+                return await _cached_response(exchange, cached, stream, payload, "semantic")
+            if vector is not None:
+                semantic = (scope, prompt, vector)
+
+    upstream_payload = payload
+    include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+    if stream and not include_usage:
+        # Ask for usage anyway to settle the token reservation; the client never sees it.
+        upstream_payload = {
+            **payload,
+            "stream_options": {**(payload.get("stream_options") or {}), "include_usage": True},
+        }
+
+    span = _start_span(exchange, spec, payload, model, texts)
+    try:
+        with trace.use_span(span, end_on_exit=False) if span else _nullcontext():
+            call = await state.router.open(
+                spec.path, upstream_payload, model, {"x-request-id": exchange.request_id}
+            )
+    except GatewayError as exc:
+        if span is not None:
+            span.set_attribute("error.type", exc.code or "upstream_error")
+            span.end()
+        raise
+    if span is not None:
+        span.set_attribute("server.address", call.upstream.name)
+
+    if call.response.status_code != 200:
+        return await _upstream_error(exchange, call, span)
+    if stream:
+        return _stream(exchange, call, span, cache_key, semantic, include_usage)
+    return await _complete(exchange, call, span, cache_key, semantic, route)
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def _apply_max_tokens_cap(
+    payload: dict[str, Any], key: KeyRecord, default_cap: int | None
+) -> int | None:
+    cap = key.max_tokens or default_cap
+    field_name = "max_completion_tokens" if payload.get("max_completion_tokens") else "max_tokens"
+    requested = payload.get(field_name)
+    if cap is not None:
+        if requested is not None and requested > cap:
+            raise GatewayError(
+                400,
+                f"{field_name} is {requested}; this key allows at most {cap}.",
+                param=field_name,
+                code="max_tokens_exceeded",
+            )
+        if requested is None:
+            payload["max_tokens"] = cap
+            return cap
+    return int(requested) if requested is not None else None
+
+
+async def _reserve(exchange: Exchange, tokens: int) -> None:
+    state = exchange.state
+    try:
+        decision = await state.limiter.reserve(exchange.key, tokens)
+    except RedisUnavailable:
+        if state.settings.rate_limit_fail_open:
+            state.metrics.rate_limit_skipped.inc()
+            return
+        raise GatewayError(
+            503,
+            "Rate limits cannot be checked right now (Redis unavailable); retry shortly.",
+            code="rate_limiter_unavailable",
+            headers={"retry-after": "5"},
+        ) from None
+    exchange.headers.update(decision.headers())
+    if not decision.allowed:
+        state.metrics.rate_limited.labels(decision.limit).inc()
+        if decision.limit == "tokens" and decision.tpm is not None and tokens > decision.tpm:
+            message = (
+                f"This request needs about {tokens} tokens, more than the key's limit of "
+                f"{decision.tpm} per minute; lower max_tokens or the prompt."
+            )
+        else:
+            message = (
+                f"Rate limit reached for {decision.limit} per minute; "
+                f"retry after {decision.retry_after}s."
+            )
+        raise GatewayError(
+            429,
+            message,
+            code=f"rate_limit_{decision.limit}",
+            headers={**decision.headers(), "x-request-id": exchange.request_id},
+        )
+    exchange.limit = decision
+
+
+def _start_span(
+    exchange: Exchange,
+    spec: RouteSpec,
+    payload: dict[str, Any],
+    model: str,
+    texts: list[str],
+) -> Span | None:
+    if not exchange.state.tracing:
+        return None
+    span = tracer().start_span(f"{spec.operation} {model}", kind=SpanKind.CLIENT)
+    span.set_attribute("gen_ai.operation.name", spec.operation)
+    span.set_attribute("gen_ai.provider.name", "openai")
+    span.set_attribute("gen_ai.request.model", model)
+    for name in (
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "seed",
+        "frequency_penalty",
+        "presence_penalty",
+    ):
+        value = payload.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            span.set_attribute(f"gen_ai.request.{name}", value)
+    span.set_attribute("gateway.request_id", exchange.request_id)
+    span.set_attribute("gateway.key_id", exchange.key.id)
+    if exchange.state.settings.capture_content:
+        span.set_attribute("gen_ai.input.messages", orjson.dumps(texts).decode())
+    return span
+
+
+def _end_span(
+    exchange: Exchange, span: Span | None, body: dict[str, Any] | None, output_text: str | None
+) -> None:
+    if span is None:
+        return
+    if body:
+        input_tokens, output_tokens = usage_tokens(body.get("usage"))
+        span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
+        if body.get("model"):
+            span.set_attribute("gen_ai.response.model", body["model"])
+        if body.get("id"):
+            span.set_attribute("gen_ai.response.id", body["id"])
+        reasons = [
+            c.get("finish_reason") for c in body.get("choices") or () if c.get("finish_reason")
+        ]
+        if reasons:
+            span.set_attribute("gen_ai.response.finish_reasons", reasons)
+    if output_text is not None and exchange.state.settings.capture_content:
+        span.set_attribute("gen_ai.output.messages", orjson.dumps([output_text]).decode())
+    span.end()
+
+
+def _response_headers(exchange: Exchange) -> dict[str, str]:
+    return {
+        **exchange.headers,
+        "x-request-id": exchange.request_id,
+        "x-gateway-overhead-ms": f"{exchange.overhead_ms():.3f}",
+    }
+
+
+async def _cached_response(
+    exchange: Exchange, cached: bytes, stream: bool, payload: dict[str, Any], kind: str
+) -> Response:
+    exchange.headers["x-cache"] = "hit"
+    exchange.headers["x-cache-kind"] = kind
+    await exchange.settle(0)
+    if not stream:
+        return Response(cached, media_type="application/json", headers=_response_headers(exchange))
+    include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+    events = list(sse.replay(orjson.loads(cached), exchange.route, include_usage))
+    headers = {
+        **_response_headers(exchange),
+        "cache-control": "no-cache",
+        "x-accel-buffering": "no",
+    }
+    return Response(b"".join(events), media_type="text/event-stream", headers=headers)
+
+
+async def _upstream_error(exchange: Exchange, call: UpstreamCall, span: Span | None) -> Response:
+    try:
+        body = await call.response.aread()
+    except httpx.HTTPError:
+        body = b""
+    finally:
+        await call.aclose()
+    exchange.upstream_seconds = time.perf_counter() - call.started
+    status = call.response.status_code
+    if span is not None:
+        span.set_attribute("error.type", str(status))
+        span.end()
+    try:
+        parsed = orjson.loads(body)
+        shaped = isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)
+    except orjson.JSONDecodeError:
+        shaped = False
+    if status >= 500:
+        message = f"Upstream '{call.upstream.name}' failed with status {status}."
+        raise GatewayError(502, message, code="upstream_error")
+    if not shaped:
+        text = body.decode(errors="replace")[:500] or f"Upstream answered {status}."
+        body = orjson.dumps(error_body(text, "invalid_request_error", code="upstream_rejected"))
+    await exchange.settle(0)
+    return Response(
+        body, status_code=status, media_type="application/json", headers=_response_headers(exchange)
+    )
+
+
+def _filter_output(exchange: Exchange, body: dict[str, Any]) -> bool:
+    """Apply the output PII policy to each choice; True when something changed."""
+    guardrails = exchange.state.guardrails
+    changed = False
+    for choice in body.get("choices") or ():
+        message = choice.get("message")
+        if isinstance(message, dict) and isinstance(message.get("content"), str):
+            filtered = guardrails.filter_output(message["content"])
+            changed |= filtered != message["content"]
+            message["content"] = filtered
+        elif isinstance(choice.get("text"), str):
+            filtered = guardrails.filter_output(choice["text"])
+            changed |= filtered != choice["text"]
+            choice["text"] = filtered
+    return changed
+
+
+async def _complete(
+    exchange: Exchange,
+    call: UpstreamCall,
+    span: Span | None,
+    cache_key: str | None,
+    semantic: tuple[str, str, list[float]] | None,
+    route: Route,
+) -> Response:
+    state = exchange.state
+    try:
+        raw = await call.response.aread()
+    except httpx.TimeoutException:
+        raise GatewayError(504, "The upstream timed out.", code="upstream_timeout") from None
+    except httpx.HTTPError:
+        state.metrics.upstream_errors.labels(call.upstream.name, "read").inc()
+        raise GatewayError(502, "The upstream connection failed.", code="upstream_error") from None
+    finally:
+        await call.aclose()
+    exchange.upstream_seconds = time.perf_counter() - call.started
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise GatewayError(
+            502, "The upstream answered invalid JSON.", code="upstream_error"
+        ) from None
+    input_tokens, output_tokens = usage_tokens(body.get("usage"))
+    state.metrics.record_usage(ROUTES[route].operation, exchange.model, input_tokens, output_tokens)
+    state.metrics.genai_duration.labels(ROUTES[route].operation, exchange.model).observe(
+        exchange.upstream_seconds
+    )
+    await exchange.settle(input_tokens + output_tokens)
+    if state.guardrails.pii_output != "off" and route != "embedding":
+        try:
+            if _filter_output(exchange, body):
+                raw = orjson.dumps(body)
+        except GuardrailViolation as exc:
+            _end_span(exchange, span, body, None)
+            raise GatewayError(502, exc.message, code=exc.code) from None
+    output_text = _first_text(body) if span is not None else None
+    _end_span(exchange, span, body, output_text)
+    if cache_key is not None:
+        with contextlib.suppress(RedisUnavailable):
+            await state.cache.set(cache_key, raw)
+    if semantic is not None:
+        await state.semantic.store_response(semantic[0], semantic[1], semantic[2], raw)
+    return Response(raw, media_type="application/json", headers=_response_headers(exchange))
+
+
+def _first_text(body: dict[str, Any]) -> str | None:
+    choices = body.get("choices") or [{}]
+    message = choices[0].get("message")
+    if isinstance(message, dict):
+        content = message.get("content")
+        return content if isinstance(content, str) else None
+    text = choices[0].get("text")
+    return text if isinstance(text, str) else None
+
+
+def _stream(
+    exchange: Exchange,
+    call: UpstreamCall,
+    span: Span | None,
+    cache_key: str | None,
+    semantic: tuple[str, str, list[float]] | None,
+    include_usage: bool,
+) -> SSEResponse:
+    # Overhead of a stream: everything before the upstream call started.
+    exchange.upstream_seconds = time.perf_counter() - call.started
+    headers = {
+        **_response_headers(exchange),
+        "cache-control": "no-cache",
+        "x-accel-buffering": "no",
+    }
+    response = SSEResponse(
+        _relay(exchange, call, span, cache_key, semantic, include_usage),
+        media_type="text/event-stream",
+        headers=headers,
+    )
+
+    async def finalize() -> None:
+        # Only does something when the relay never ran (client gone before the body).
+        await call.aclose()
+        if not exchange.finished:
+            await exchange.settle(0)
+            if span is not None:
+                span.end()
+            exchange.finish(499)
+
+    response.finalizer = finalize
+    return response
+
+
+async def _relay(
+    exchange: Exchange,
+    call: UpstreamCall,
+    span: Span | None,
+    cache_key: str | None,
+    semantic: tuple[str, str, list[float]] | None,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    state = exchange.state
+    route = exchange.route
+    assembler = sse.StreamAssembler("chat" if route == "chat" else "completion")
+    filter_output = state.guardrails.pii_output != "off"
+    first_token_seen = False
+    completed = False
+    status = 200
+    try:
+        error: str | None = None
+        try:
+            async for event in sse.iter_events(call.response.aiter_raw()):
+                data = sse.event_data(event)
+                if data is None:
+                    continue
+                if data == sse.DONE:
+                    completed = True
+                    break
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    yield sse.format_event(data)
+                    continue
+                if isinstance(chunk, dict) and "error" in chunk:
+                    error = "upstream_error"
+                    yield sse.format_event(data)
+                    break
+                assembler.add(chunk)
+                if not first_token_seen and assembler.text:
+                    first_token_seen = True
+                    state.metrics.ttft.labels(exchange.model).observe(
+                        time.perf_counter() - exchange.started
+                    )
+                if chunk.get("usage") and not include_usage:
+                    if not chunk.get("choices"):
+                        continue
+                    chunk["usage"] = None
+                    data = orjson.dumps(chunk)
+                if filter_output and _filter_stream_chunk(exchange, chunk):
+                    data = orjson.dumps(chunk)
+                yield sse.format_event(data)
+            if not completed and error is None:
+                error = "The upstream stream ended before it was complete."
+        except httpx.TimeoutException:
+            error = "The upstream stopped sending (read timeout)."
+        except httpx.HTTPError as exc:
+            error = f"The upstream connection broke mid-stream ({type(exc).__name__})."
+        except GuardrailViolation as exc:
+            error = exc.message
+        if error is not None:
+            status = 502
+            state.metrics.upstream_errors.labels(call.upstream.name, "stream_interrupted").inc()
+            if error != "upstream_error":
+                payload = error_body(error, "upstream_error", code="stream_interrupted")
+                yield sse.format_event(orjson.dumps(payload))
+            return
+        yield sse.format_event(sse.DONE)
+    except BaseException:
+        status = 499  # cancelled: the client went away
+        raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            await call.aclose()
+            await _after_stream(exchange, assembler, span, cache_key, semantic, completed, status)
+
+
+def _filter_stream_chunk(exchange: Exchange, chunk: dict[str, Any]) -> bool:
+    # Per-chunk: a match split across two chunks is not seen (documented limitation).
+    changed = False
+    for choice in chunk.get("choices") or ():
+        holder = choice.get("delta") if exchange.route == "chat" else choice
+        key = "content" if exchange.route == "chat" else "text"
+        if isinstance(holder, dict) and isinstance(holder.get(key), str):
+            filtered = exchange.state.guardrails.filter_output(holder[key])
+            changed |= filtered != holder[key]
+            holder[key] = filtered
+    return changed
+
+
+async def _after_stream(
+    exchange: Exchange,
+    assembler: sse.StreamAssembler,
+    span: Span | None,
+    cache_key: str | None,
+    semantic: tuple[str, str, list[float]] | None,
+    completed: bool,
+    status: int,
+) -> None:
+    state = exchange.state
+    input_tokens, output_tokens = usage_tokens(assembler.usage)
+    if not assembler.usage:
+        output_tokens = estimate_tokens(len(assembler.content))
+    operation = ROUTES[exchange.route].operation
+    state.metrics.record_usage(operation, exchange.model, input_tokens, output_tokens)
+    state.metrics.genai_duration.labels(operation, exchange.model).observe(
+        time.perf_counter() - exchange.started
+    )
+    await exchange.settle(input_tokens + output_tokens)
+    response = assembler.response()
+    _end_span(exchange, span, response, assembler.content)
+    if completed and assembler.cacheable and status == 200:
+        body = orjson.dumps(response)
+        if cache_key is not None:
+            with contextlib.suppress(RedisUnavailable):
+                await state.cache.set(cache_key, body)
+        if semantic is not None:
+            await state.semantic.store_response(semantic[0], semantic[1], semantic[2], body)
+    exchange.finish(status)

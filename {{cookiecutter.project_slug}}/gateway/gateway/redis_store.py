@@ -1,0 +1,76 @@
+"""The gateway's Redis connection: short timeouts and a circuit breaker on every call.
+
+Callers use `call(fn)`; when Redis is slow or down it raises `RedisUnavailable` quickly
+(at most one timeout, then at once while the breaker is open), so no request waits on
+an outage. Callers decide what an outage means for them (skip cache, fail open, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gateway.breaker import CircuitBreaker
+from gateway.settings import Settings
+
+T = TypeVar("T")
+log = logging.getLogger("gateway.redis")
+
+
+class RedisUnavailable(Exception):
+    """Redis could not be reached (timeout, refused, breaker open)."""
+
+
+class RedisStore:
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.redis_url
+        self.timeout = settings.redis_timeout_seconds
+        self.client: aioredis.Redis = aioredis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+            max_connections=256,
+            health_check_interval=0,
+            retry_on_timeout=False,
+        )
+        self.breaker = CircuitBreaker(
+            settings.redis_breaker_failures, settings.redis_breaker_reset_seconds
+        )
+        self._was_down = False
+
+    @property
+    def available(self) -> bool:
+        return self.breaker.state != "open"
+
+    async def call(self, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        if not self.breaker.allow():
+            raise RedisUnavailable("Redis circuit breaker is open")
+        try:
+            result = await fn(self.client)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.breaker.record_failure()
+            if not self._was_down:
+                log.warning("redis unavailable: %s", type(exc).__name__)
+                self._was_down = True
+            raise RedisUnavailable(str(exc) or type(exc).__name__) from exc
+        except BaseException:
+            self.breaker.release_trial()
+            raise
+        self.breaker.record_success()
+        if self._was_down:
+            log.warning("redis available again")
+            self._was_down = False
+        return result
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.call(lambda r: r.ping()))
+        except RedisUnavailable:
+            return False
+
+    async def close(self) -> None:
+        await self.client.aclose()

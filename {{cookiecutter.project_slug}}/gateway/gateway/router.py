@@ -1,0 +1,235 @@
+"""Routing to upstream model servers.
+
+Each upstream has one shared httpx connection pool, an in-flight counter and a
+circuit breaker. A request goes to the less busy of two randomly drawn healthy
+upstreams serving its model (power of two choices, weighted). Connection errors and
+502/503/504 are retried with exponential backoff and jitter, but only before the
+first byte has reached the client; then the configured fallback models are tried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from gateway.breaker import CircuitBreaker
+from gateway.errors import GatewayError
+from gateway.metrics import GatewayMetrics
+from gateway.settings import Settings, UpstreamConfig
+
+log = logging.getLogger("gateway.router")
+RETRY_STATUSES = frozenset({502, 503, 504})
+
+
+class Upstream:
+    def __init__(self, config: UpstreamConfig, settings: Settings) -> None:
+        self.config = config
+        self.name = config.name
+        self.weight = config.weight
+        headers = {"authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self.client = httpx.AsyncClient(
+            base_url=config.api_base,
+            headers=headers,
+            timeout=httpx.Timeout(
+                connect=settings.connect_timeout_seconds,
+                read=settings.read_timeout_seconds,
+                write=settings.read_timeout_seconds,
+                pool=settings.connect_timeout_seconds,
+            ),
+            limits=httpx.Limits(
+                max_connections=settings.max_connections_per_upstream,
+                max_keepalive_connections=settings.max_connections_per_upstream,
+                keepalive_expiry=30,
+            ),
+        )
+        self.breaker = CircuitBreaker(
+            settings.upstream_breaker_failures, settings.upstream_breaker_reset_seconds
+        )
+        self.in_flight = 0
+
+    def load(self) -> float:
+        return (self.in_flight + 1) / self.weight
+
+
+@dataclass
+class UpstreamCall:
+    """An open upstream response (headers received, body not yet read)."""
+
+    upstream: Upstream
+    response: httpx.Response
+    model: str
+    started: float
+    headers_at: float
+    _closed: bool = field(default=False, repr=False)
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.upstream.in_flight -= 1
+            await self.response.aclose()
+
+
+class Router:
+    def __init__(self, settings: Settings, metrics: GatewayMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.upstreams = [Upstream(config, settings) for config in settings.upstreams]
+        self.by_model: dict[str, list[Upstream]] = {}
+        for upstream in self.upstreams:
+            for model in upstream.config.models:
+                self.by_model.setdefault(model, []).append(upstream)
+        self.aliases = dict(settings.model_aliases)
+        self.fallbacks = {k: list(v) for k, v in settings.fallbacks.items()}
+
+    def resolve(self, model: str) -> str | None:
+        """The served model name for a requested name or alias, None when unknown."""
+        target = self.aliases.get(model, model)
+        if target in self.by_model or target in self.fallbacks:
+            return target
+        return None
+
+    def model_names(self) -> list[str]:
+        return [*self.by_model, *(a for a in self.aliases if a not in self.by_model)]
+
+    def _pick(self, model: str, tried: set[str]) -> Upstream | None:
+        candidates = [u for u in self.by_model.get(model, ()) if u.breaker.state != "open"]
+        fresh = [u for u in candidates if u.name not in tried] or candidates
+        if not fresh:
+            return None
+        if len(fresh) == 1:
+            choice = fresh[0]
+        else:
+            first, second = random.choices(fresh, weights=[u.weight for u in fresh], k=2)
+            choice = first if first.load() <= second.load() else second
+        return choice if choice.breaker.allow() else None
+
+    async def open(
+        self,
+        path: str,
+        payload: Mapping[str, Any],
+        model: str,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> UpstreamCall:
+        """Send the request and return once response headers arrive.
+
+        Tries `model` then its fallbacks; raises GatewayError (502/503/504) when
+        nothing could serve it. Upstream 4xx responses are returned, not raised.
+        """
+        errors: list[str] = []
+        for target in [model, *self.fallbacks.get(model, [])]:
+            if target not in self.by_model:
+                continue
+            body = orjson.dumps({**payload, "model": target})
+            call = await self._open_model(path, body, target, extra_headers, errors)
+            if call is not None:
+                return call
+        if any(e.endswith("timed out") for e in errors):
+            raise GatewayError(
+                504, f"Upstream timed out for model '{model}'.", code="upstream_timeout"
+            )
+        detail = "; ".join(errors[-3:]) or "no healthy upstream"
+        status = 503 if not errors or all("unavailable" in e for e in errors) else 502
+        raise GatewayError(
+            status,
+            f"No upstream could serve model '{model}' ({detail}).",
+            code="upstream_unavailable" if status == 503 else "upstream_error",
+        )
+
+    async def _open_model(
+        self,
+        path: str,
+        body: bytes,
+        model: str,
+        extra_headers: Mapping[str, str] | None,
+        errors: list[str],
+    ) -> UpstreamCall | None:
+        tried: set[str] = set()
+        for attempt in range(self.settings.max_retries + 1):
+            if attempt:
+                backoff = self.settings.retry_backoff_seconds * (2 ** (attempt - 1))
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+            upstream = self._pick(model, tried)
+            if upstream is None:
+                errors.append(f"{model}: all upstreams unavailable")
+                return None
+            tried.add(upstream.name)
+            started = time.perf_counter()
+            request = upstream.client.build_request(
+                "POST",
+                path,
+                content=body,
+                headers={"content-type": "application/json", **(extra_headers or {})},
+            )
+            upstream.in_flight += 1
+            try:
+                response = await upstream.client.send(request, stream=True)
+            except httpx.TimeoutException as exc:
+                upstream.in_flight -= 1
+                reason = "connect_timeout" if isinstance(exc, httpx.ConnectTimeout) else "timeout"
+                self._failed(upstream, reason)
+                errors.append(f"{upstream.name} timed out")
+                if reason == "timeout":
+                    return None  # the upstream may still be working on it: do not pile on
+                continue
+            except httpx.TransportError as exc:
+                upstream.in_flight -= 1
+                self._failed(upstream, "connection")
+                errors.append(f"{upstream.name} unavailable: {type(exc).__name__}")
+                continue
+            except BaseException:
+                upstream.in_flight -= 1
+                upstream.breaker.release_trial()
+                raise
+            if response.status_code in RETRY_STATUSES:
+                await response.aclose()
+                upstream.in_flight -= 1
+                self._failed(upstream, f"status_{response.status_code}")
+                errors.append(f"{upstream.name} answered {response.status_code}")
+                continue
+            if response.status_code >= 500:
+                self._failed(upstream, f"status_{response.status_code}")
+            else:
+                upstream.breaker.record_success()
+            return UpstreamCall(upstream, response, model, started, time.perf_counter())
+        return None
+
+    def _failed(self, upstream: Upstream, reason: str) -> None:
+        upstream.breaker.record_failure()
+        self.metrics.upstream_errors.labels(upstream.name, reason).inc()
+        log.warning("upstream attempt failed", extra={"upstream": upstream.name, "reason": reason})
+
+    async def embed(self, texts: list[str], model: str) -> list[list[float]]:
+        """Embeddings through the router (used by the semantic cache and RAG)."""
+        call = await self.open("/embeddings", {"input": texts}, model)
+        try:
+            body = await call.response.aread()
+        finally:
+            await call.aclose()
+        if call.response.status_code != 200:
+            raise GatewayError(502, f"Embedding model '{model}' failed.", code="upstream_error")
+        data = orjson.loads(body)["data"]
+        return [item["embedding"] for item in sorted(data, key=lambda d: d["index"])]
+
+    async def probe(self) -> dict[str, bool]:
+        """Whether each upstream answers `GET /v1/models` now (for /readyz)."""
+
+        async def one(upstream: Upstream) -> bool:
+            try:
+                response = await upstream.client.get("/models", timeout=2.0)
+            except httpx.HTTPError:
+                return False
+            return response.status_code == 200
+
+        results = await asyncio.gather(*(one(u) for u in self.upstreams))
+        return {u.name: ok for u, ok in zip(self.upstreams, results, strict=True)}
+
+    async def close(self) -> None:
+        await asyncio.gather(*(u.client.aclose() for u in self.upstreams))

@@ -1,0 +1,156 @@
+"""Semantic cache: RedisVL `SemanticCache` with embeddings from the gateway's router.
+
+Entries are scoped by a tag that hashes the model, the system prompt(s) and the
+generation parameters; a lookup only matches entries of the same scope whose user
+prompt is within the distance threshold. The scope never includes the full request
+(that would make it an exact cache). Only single-turn prompts (system + one user
+message) are cached by default. Without the Redis search module the gateway logs one
+warning and runs without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisError, ResponseError
+
+from gateway.redis_store import RedisStore
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway.semantic_cache")
+SCOPE_EXCLUDED = frozenset({"messages", "stream", "stream_options", "user", "model"})
+
+Embed = Callable[[str], Awaitable[list[float]]]
+
+
+def semantic_key(
+    model: str, payload: Mapping[str, Any], single_turn_only: bool
+) -> tuple[str, str] | None:
+    """(scope, prompt) for a cacheable chat request, else None."""
+    system: list[str] = []
+    users: list[str] = []
+    for message in payload.get("messages") or ():
+        role, content = message.get("role"), message.get("content")
+        if not isinstance(content, str):
+            return None
+        if role in ("system", "developer"):
+            system.append(content)
+        elif role == "user":
+            users.append(content)
+        elif single_turn_only:
+            return None
+    if not users or (single_turn_only and len(users) != 1):
+        return None
+    params = {k: v for k, v in payload.items() if k not in SCOPE_EXCLUDED}
+    scope_source = orjson.dumps(
+        {"model": model, "system": system, "params": params, "history": users[:-1]},
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.sha256(scope_source).hexdigest()[:32], users[-1]
+
+
+class SemanticCache:
+    def __init__(self, settings: Settings, store: RedisStore, embed: Embed) -> None:
+        self.settings = settings
+        self.store = store
+        self.embed = embed
+        self.enabled = settings.semantic_cache_enabled
+        self._cache: Any = None
+        self._lock = asyncio.Lock()
+        self._warned = False
+
+    async def check_search_module(self) -> None:
+        """Disable (with one warning) when Redis has no search module."""
+        if not self.enabled:
+            return
+        try:
+            await self.store.client.execute_command("FT._LIST")
+        except ResponseError as exc:
+            if "unknown command" in str(exc).lower():
+                self._disable("Redis has no search module (FT._LIST unknown)")
+        except (RedisError, OSError):
+            pass  # Redis is down now; the first lookup after it returns checks again
+
+    def _disable(self, reason: str) -> None:
+        self.enabled = False
+        if not self._warned:
+            self._warned = True
+            log.warning("semantic cache disabled: %s; serving without it", reason)
+
+    async def _index(self, dims: int) -> Any:
+        if self._cache is not None:
+            return self._cache
+        async with self._lock:
+            if self._cache is None:
+                self._cache = await asyncio.to_thread(self._build, dims)
+        return self._cache
+
+    def _build(self, dims: int) -> Any:
+        from redisvl.extensions.cache.llm import SemanticCache as RedisVLSemanticCache
+        from redisvl.utils.vectorize import BaseVectorizer
+
+        model_tag = hashlib.sha256(self.settings.embedding_model.encode()).hexdigest()[:8]
+        timeout = self.settings.redis_timeout_seconds * 4
+        return RedisVLSemanticCache(
+            name=f"gw-semcache-v{self.settings.cache_version}-{model_tag}-{dims}",
+            distance_threshold=self.settings.semantic_cache_distance_threshold,
+            ttl=self.settings.semantic_cache_ttl_seconds,
+            # Vectors always come from the gateway's router; this only carries dims.
+            vectorizer=BaseVectorizer(model=self.settings.embedding_model, dims=dims),
+            filterable_fields=[{"name": "scope", "type": "tag"}],
+            redis_url=self.settings.redis_url,
+            connection_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+        )
+
+    async def lookup(self, scope: str, prompt: str) -> tuple[bytes | None, list[float] | None]:
+        """(cached body or None, the prompt's vector to store later)."""
+        if not self.enabled or not self.store.available:
+            return None, None
+        from redisvl.query.filter import Tag
+
+        vector = await self.embed(prompt)
+        try:
+            cache = await self._index(len(vector))
+            hits = await cache.acheck(
+                vector=vector,
+                num_results=1,
+                return_fields=["response"],
+                filter_expression=Tag("scope") == scope,
+            )
+        except Exception as exc:  # redisvl wraps redis errors in its own types
+            self._on_error(exc)
+            return None, vector
+        if not hits:
+            return None, vector
+        return str(hits[0]["response"]).encode(), vector
+
+    async def store_response(
+        self, scope: str, prompt: str, vector: list[float], body: bytes
+    ) -> None:
+        if not self.enabled or not self.store.available:
+            return
+        try:
+            cache = await self._index(len(vector))
+            await cache.astore(prompt, body.decode(), vector=vector, filters={"scope": scope})
+        except Exception as exc:
+            self._on_error(exc)
+
+    def _on_error(self, exc: Exception) -> None:
+        text = str(exc).lower()
+        if "unknown command" in text:
+            self._disable(str(exc))
+        else:
+            self.store.breaker.record_failure()
+            log.warning("semantic cache call failed: %s", type(exc).__name__)
+
+    async def close(self) -> None:
+        if self._cache is not None:
+            try:
+                await self._cache.adisconnect()
+            except Exception as exc:  # closing a broken connection must not fail shutdown
+                log.debug("semantic cache disconnect failed: %s", exc)

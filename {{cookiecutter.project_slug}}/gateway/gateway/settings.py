@@ -1,0 +1,157 @@
+"""Gateway settings: environment variables with the `GATEWAY_` prefix (and `.env`).
+
+Every field has a default that runs against the local `make dev` stack. Outside
+development the master key must be set to a real secret, or startup stops with a
+message naming `GATEWAY_MASTER_KEY`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EXAMPLE_MASTER_KEY = "sk-dev-master-key-change-me"
+DEFAULT_LLM = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+
+PiiMode = Literal["off", "redact", "block"]
+
+
+class UpstreamConfig(BaseModel):
+    """One OpenAI-compatible server the gateway may route to."""
+
+    name: str
+    base_url: str = Field(description="Server root, with or without a trailing /v1.")
+    models: list[str] = Field(min_length=1)
+    weight: float = Field(default=1.0, gt=0)
+    api_key_env: str | None = Field(
+        default=None, description="Name of an env var holding this upstream's API key."
+    )
+
+    @property
+    def api_base(self) -> str:
+        base = self.base_url.rstrip("/")
+        return base if base.endswith("/v1") else f"{base}/v1"
+
+    @property
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+def _default_upstreams() -> list[UpstreamConfig]:
+    return [
+        UpstreamConfig(name="llm", base_url="http://127.0.0.1:8000", models=[DEFAULT_LLM]),
+        UpstreamConfig(
+            name="embedder", base_url="http://127.0.0.1:8001", models=[DEFAULT_EMBEDDER]
+        ),
+    ]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
+
+    # Server
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=1, le=65535)
+    environment: Literal["development", "production"] = "development"
+    master_key: str = Field(
+        default=EXAMPLE_MASTER_KEY, description="Admin key, also accepted as a client key."
+    )
+    log_level: str = "INFO"
+    access_log: bool = False
+
+    # Redis
+    redis_url: str = "redis://127.0.0.1:6380/0"
+    redis_timeout_seconds: float = Field(
+        default=0.25, gt=0, description="Socket and connect timeout of every Redis call."
+    )
+    redis_breaker_failures: int = Field(
+        default=3, ge=1, description="Consecutive failures that open the Redis breaker."
+    )
+    redis_breaker_reset_seconds: float = Field(
+        default=5.0, gt=0, description="How long an open breaker waits before trying Redis again."
+    )
+    rate_limit_fail_open: bool = Field(
+        default=True,
+        description="Serve without limits while Redis is down (false: refuse with 503).",
+    )
+    key_cache_ttl_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a verified key stays usable from memory during a Redis outage.",
+    )
+
+    # Upstreams and routing
+    upstreams: list[UpstreamConfig] = Field(default_factory=_default_upstreams)
+    model_aliases: dict[str, str] = Field(default_factory=dict)
+    fallbacks: dict[str, list[str]] = Field(
+        default_factory=dict, description="Model -> models to try when it cannot be served."
+    )
+    connect_timeout_seconds: float = Field(default=2.0, gt=0)
+    read_timeout_seconds: float = Field(default=300.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, description="Extra attempts before the first byte.")
+    retry_backoff_seconds: float = Field(default=0.1, ge=0)
+    upstream_breaker_failures: int = Field(default=5, ge=1)
+    upstream_breaker_reset_seconds: float = Field(default=10.0, gt=0)
+    max_connections_per_upstream: int = Field(default=512, ge=1)
+
+    # Guardrails
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_prompt_chars: int = Field(default=200_000, ge=1)
+    max_tokens_cap: int | None = Field(
+        default=None, ge=1, description="Default cap on max_tokens for keys without their own."
+    )
+    default_max_tokens_reserve: int = Field(
+        default=256,
+        ge=0,
+        description="Tokens reserved for the completion when max_tokens is absent.",
+    )
+    pii_input: PiiMode = "off"
+    pii_output: PiiMode = "off"
+    deny_terms: list[str] = Field(default_factory=list)
+    moderation: str | None = Field(
+        default=None, description="Import path `module:factory` of a moderation check."
+    )
+
+    # Exact cache
+    cache_enabled: bool = True
+    cache_ttl_seconds: int = Field(default=3600, ge=1)
+    cache_version: str = "1"
+    cache_only_deterministic: bool = True
+
+    # Semantic cache
+    semantic_cache_enabled: bool = False
+    embedding_model: str = DEFAULT_EMBEDDER
+    semantic_cache_distance_threshold: float = Field(default=0.1, gt=0, le=2)
+    semantic_cache_ttl_seconds: int = Field(default=3600, ge=1)
+    semantic_cache_single_turn_only: bool = True
+
+    # Telemetry
+    capture_content: bool = Field(
+        default=False, description="Record prompt and completion text in traces (off by default)."
+    )
+
+    @model_validator(mode="after")
+    def _refuse_example_secrets(self) -> Settings:
+        if self.environment != "development" and self.master_key in ("", EXAMPLE_MASTER_KEY):
+            raise ValueError(
+                "GATEWAY_MASTER_KEY must be set to a secret of your own outside development "
+                f"(GATEWAY_ENVIRONMENT={self.environment}); generate one with "
+                "`python -c 'import secrets; print(\"sk-\" + secrets.token_urlsafe(32))'`."
+            )
+        names = [u.name for u in self.upstreams]
+        if len(names) != len(set(names)):
+            raise ValueError("GATEWAY_UPSTREAMS: upstream names must be unique")
+        return self
+
+    @cached_property
+    def served_models(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for upstream in self.upstreams:
+            for model in upstream.models:
+                seen.setdefault(model, None)
+        return list(seen)
