@@ -60,14 +60,14 @@ timed() {
 build_debian() {
     local rootfs
     rootfs="$(mktemp -d /var/tmp/blueprint-rootfs.XXXXXX)"
-    trap 'rm -rf "$rootfs"' RETURN
     local mirror="${DEBIAN_MIRROR:-$(debian_mirror)}"
     log "debootstrap bookworm (minbase) from the machine's apt mirror"
     debootstrap --variant=minbase --include=ca-certificates bookworm "$rootfs" "$mirror" >/dev/null
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
     tar -C "$rootfs" -c . | podman import \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-        --change 'CMD ["bash"]' - "$debian_image" >/dev/null
+        --change 'CMD ["bash"]' --quiet - "$debian_image" >/dev/null
+    rm -rf "$rootfs"
 }
 
 build_standin() {
@@ -77,6 +77,8 @@ build_standin() {
         --build-arg "DEBIAN_IMAGE=$debian_image" \
         --build-arg "PYTHON_IMAGE=$python_image" \
         --tag "$image" "$here/images/$folder" >/dev/null
+    # the redis stand-in's wheel stage is only a means; drop it
+    podman image prune --force --filter label=blueprint.standin.stage=wheels >/dev/null
 }
 
 if needs_build "$debian_image"; then
