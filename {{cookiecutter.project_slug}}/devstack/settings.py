@@ -1,0 +1,80 @@
+"""The user-level settings of the local stack, read from `.env` like docker compose.
+
+`.env.example` supplies the defaults (a missing `.env` is not an error), `.env` overrides
+them and the shell environment overrides both: the same precedence compose uses, so
+`make dev` and `docker compose up` run the same configuration. The field defaults
+below equal `.env.example`'s values; a test keeps the two (and compose) in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Port = int
+
+
+class DevSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    # Models
+    llm_model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    models_dir: Path = Path("./models")
+    serving_backend: Literal["auto", "vllm", "transformers"] = "auto"
+    vllm_python: str = ""
+    llm_dtype: str = "auto"
+    llm_max_model_len: str = "2048"
+    llm_max_num_seqs: str = "16"
+    llm_max_queue: str = "256"
+    llm_quantization: str = ""
+    embedder_dtype: str = "auto"
+    embedder_max_num_seqs: str = "32"
+    embedder_max_queue: str = "256"
+    llm_tensor_parallel_size: str = "1"
+    llm_gpu_memory_utilization: str = "0.75"
+    embedder_gpu_memory_utilization: str = "0.15"
+    llm_vllm_extra_args: str = ""
+
+    # Ports
+    gateway_port: Port = Field(8080, ge=1, le=65535)
+    llm_port: Port = Field(8000, ge=1, le=65535)
+    embedder_port: Port = Field(8001, ge=1, le=65535)
+    dev_redis_port: Port = Field(6380, ge=1, le=65535)
+
+    # Gateway
+    gateway_master_key: str = "sk-dev-master-key-change-me"
+    gateway_environment: str = "development"
+    gateway_semantic_cache_enabled: str = "false"
+    openai_api_key: str = ""
+
+    # Telemetry: `make dev` runs no collector, so export stays off unless asked for.
+    otel_sdk_disabled: str = "true"
+    otel_exporter_otlp_endpoint: str = ""
+    otel_exporter_otlp_protocol: str = "grpc"
+    otel_exporter_otlp_headers: str = ""
+
+    # How long to wait for each service's health endpoint (model loading dominates).
+    dev_start_timeout: float = Field(900.0, gt=0)
+
+
+def load_settings(root: Path, env_file: Path | None = None) -> DevSettings:
+    """Settings for the project at `root`: .env.example < .env (or env_file) < shell."""
+    files = [root / ".env.example", env_file or root / ".env"]
+    existing = tuple(path for path in files if path.is_file())
+    # `_env_file` is pydantic-settings' documented per-instance override.
+    settings = DevSettings(_env_file=existing or None)  # type: ignore[call-arg]
+    if not settings.models_dir.is_absolute():
+        settings.models_dir = (root / settings.models_dir).resolve()
+    return settings
+
+
+PORT_VARIABLES: dict[str, str] = {
+    "redis": "DEV_REDIS_PORT",
+    "llm": "LLM_PORT",
+    "embedder": "EMBEDDER_PORT",
+    "gateway": "GATEWAY_PORT",
+}
