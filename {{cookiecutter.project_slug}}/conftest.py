@@ -3,4 +3,6 @@
 pytest_plugins = [
     "tests.support.strict_skips",
     "tests.support.redis",
+    "tests.support.evals_upstream",
+    "tests.support.gateway",
 ]

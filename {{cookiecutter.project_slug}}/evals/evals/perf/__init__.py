@@ -1,0 +1,1 @@
+"""Performance suite: latency and throughput with vLLM's serving-benchmark definitions."""

@@ -1,0 +1,1 @@
+"""Reports: report.json (everything), report.md (PR comment), report.html (with plots)."""

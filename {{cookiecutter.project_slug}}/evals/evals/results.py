@@ -1,0 +1,112 @@
+"""The report data model (what `report.json` holds)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from evals.perf.metrics import PerfReport
+from evals.stats import ClassificationReport, Summary
+
+
+class MetricResult(BaseModel):
+    name: str
+    scorer: str
+    summary: Summary | None = None
+    unscored: int = 0
+    per_category: dict[str, Summary] = Field(default_factory=dict)
+    gating: bool = True
+    gating_note: str | None = None
+
+
+class JudgeAgreement(BaseModel):
+    metric: str
+    n: int
+    kappa: float
+    min_kappa: float
+    no_verdict: int
+    gates: bool
+
+
+class SampleRecord(BaseModel):
+    id: str
+    category: str
+    output: str | None = None
+    error: str | None = None
+    cached: bool = False
+    retries: int = 0
+    usage: dict[str, int] = Field(default_factory=dict)
+    scores: dict[str, float | None] = Field(default_factory=dict)
+    details: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class SuiteResult(BaseModel):
+    name: str
+    description: str = ""
+    dataset: str
+    status: Literal["ok", "skipped", "failed"] = "ok"
+    reason: str | None = None
+    n_samples: int = 0
+    n_errors: int = 0
+    error_rate: float = 0.0
+    duration_s: float = 0.0
+    usage: dict[str, int] = Field(default_factory=dict)
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, MetricResult] = Field(default_factory=dict)
+    classification: ClassificationReport | None = None
+    judge: list[JudgeAgreement] = Field(default_factory=list)
+    samples: list[SampleRecord] = Field(default_factory=list)
+
+    def metric_value(self, name: str) -> float | None:
+        """A metric's point value: scorer metrics, or classification `accuracy`,
+        `micro_f1`, `macro_f1`, `weighted_f1`."""
+        if name in self.metrics:
+            summary = self.metrics[name].summary
+            return summary.mean if summary else None
+        if self.classification is not None:
+            report = self.classification
+            named = {
+                "accuracy": report.accuracy,
+                "micro_f1": report.micro.f1,
+                "macro_f1": report.macro.f1,
+                "weighted_f1": report.weighted.f1,
+            }
+            return named.get(name)
+        return None
+
+
+class GateCheck(BaseModel):
+    suite: str
+    metric: str
+    kind: Literal["threshold", "regression"]
+    passed: bool
+    enforced: bool = True
+    value: float | None = None
+    limit: float | None = None
+    message: str
+
+
+class GateResult(BaseModel):
+    passed: bool
+    checks: list[GateCheck] = Field(default_factory=list)
+    baseline: str | None = None
+
+    @property
+    def failures(self) -> list[GateCheck]:
+        return [c for c in self.checks if c.enforced and not c.passed]
+
+
+class Report(BaseModel):
+    run_id: str
+    created_at: str
+    kind: Literal["quality", "perf"]
+    endpoint: str
+    model: str
+    settings: dict[str, Any] = Field(default_factory=dict)
+    suites: list[SuiteResult] = Field(default_factory=list)
+    perf: PerfReport | None = None
+    gate: GateResult | None = None
+    errors: list[str] = Field(default_factory=list)
+    exit_code: int = 0
+    duration_s: float = 0.0

@@ -1,0 +1,53 @@
+"""Settings for the evals job, read from `EVALS_*` environment variables (and `.env`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class EvalsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EVALS_", env_file=".env", extra="ignore")
+
+    base_url: str = Field(
+        "http://127.0.0.1:8080/v1",
+        description="OpenAI-compatible base URL including /v1 (the gateway by default).",
+    )
+    api_key: SecretStr | None = Field(default=None, description="Bearer key for the endpoint.")
+    model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    judge_model: str | None = Field(default=None, description="Judge model; defaults to `model`.")
+    reports_dir: Path = Path("reports")
+    suites_dir: Path = PACKAGE_DIR / "suites"
+    datasets_dir: Path = PACKAGE_DIR / "datasets"
+    cache_dir: Path = Path(".cache/evals")
+    cache_enabled: bool = True
+    concurrency: int = Field(default=4, ge=1)
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+    max_error_rate: float = Field(
+        0.1, ge=0, le=1, description="Fraction of failed requests above which the run fails."
+    )
+    bypass_gateway_cache: bool = True
+    seed: int = 1234
+    bootstrap_resamples: int = Field(default=1000, ge=100)
+    judge_min_kappa: float = Field(default=0.6, ge=-1, le=1)
+    regression_tolerance: float = Field(default=0.02, ge=0)
+    slo_profile: Literal["gpu", "cpu"] = "cpu"
+    direct_base_url: str | None = Field(
+        None, description="The model service's own URL, to detect buffering by the gateway."
+    )
+
+    @property
+    def effective_judge_model(self) -> str:
+        return self.judge_model or self.model
+
+    def auth_headers(self) -> dict[str, str]:
+        if self.api_key is None:
+            return {}
+        return {"authorization": f"Bearer {self.api_key.get_secret_value()}"}
