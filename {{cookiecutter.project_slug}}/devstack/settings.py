@@ -14,8 +14,6 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Port = int
-
 
 class DevSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
@@ -40,10 +38,10 @@ class DevSettings(BaseSettings):
     llm_vllm_extra_args: str = ""
 
     # Ports
-    gateway_port: Port = Field(8080, ge=1, le=65535)
-    llm_port: Port = Field(8000, ge=1, le=65535)
-    embedder_port: Port = Field(8001, ge=1, le=65535)
-    dev_redis_port: Port = Field(6380, ge=1, le=65535)
+    gateway_port: int = Field(default=8080, ge=1, le=65535)
+    llm_port: int = Field(default=8000, ge=1, le=65535)
+    embedder_port: int = Field(default=8001, ge=1, le=65535)
+    dev_redis_port: int = Field(default=6380, ge=1, le=65535)
 
     # Gateway
     gateway_master_key: str = "sk-dev-master-key-change-me"
@@ -58,18 +56,24 @@ class DevSettings(BaseSettings):
     otel_exporter_otlp_headers: str = ""
 
     # How long to wait for each service's health endpoint (model loading dominates).
-    dev_start_timeout: float = Field(900.0, gt=0)
+    dev_start_timeout: float = Field(default=900.0, gt=0)
 
 
 def load_settings(root: Path, env_file: Path | None = None) -> DevSettings:
     """Settings for the project at `root`: .env.example < .env (or env_file) < shell."""
     files = [root / ".env.example", env_file or root / ".env"]
-    existing = tuple(path for path in files if path.is_file())
+    existing = tuple(path for path in files if path.is_file() and not _is_jinja_template(path))
     # `_env_file` is pydantic-settings' documented per-instance override.
     settings = DevSettings(_env_file=existing or None)  # type: ignore[call-arg]
     if not settings.models_dir.is_absolute():
         settings.models_dir = (root / settings.models_dir).resolve()
     return settings
+
+
+def _is_jinja_template(path: Path) -> bool:
+    """In the template repository `.env.example` is still a cookiecutter template; the
+    field defaults (equal to its rendered values) stand in for it there."""
+    return "{{ cookiecutter." in path.read_text()
 
 
 PORT_VARIABLES: dict[str, str] = {
