@@ -66,7 +66,7 @@ build_debian() {
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
     tar -C "$rootfs" -c . | podman import \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-        --change 'CMD ["bash"]' --quiet - "$debian_image" >/dev/null
+        --change 'CMD ["bash"]' --change 'LABEL blueprint.standin=debian' --quiet - "$debian_image" >/dev/null
     rm -rf "$rootfs"
 }
 
