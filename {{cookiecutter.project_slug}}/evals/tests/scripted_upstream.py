@@ -7,7 +7,7 @@ proxy, and scripted failures (429/5xx) for the retry logic.
 Script keys: ttft (s), gaps (list of s between text chunks), buffered (bool: hold every
 chunk until the end), usage (bool), answer (non-stream reply), fail_first (int, answer
 the first N chat requests with fail_status), fail_status (int), role_delay (s before the
-role-only chunk).
+role-only chunk). POST /script replaces the script and resets the counters.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 
-def build_app(script: dict[str, Any]) -> Starlette:
-    state = {"chat_requests": 0, "bodies": []}
+def build_app(initial_script: dict[str, Any]) -> Starlette:
+    script: dict[str, Any] = dict(initial_script)
+    state: dict[str, Any] = {"chat_requests": 0, "bodies": []}
 
     def chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> str:
         body = {
@@ -112,11 +113,19 @@ def build_app(script: dict[str, Any]) -> Starlette:
     async def stats(request: Request) -> Response:
         return JSONResponse(state)
 
+    async def configure(request: Request) -> Response:
+        """Replace the script and reset the counters (lets tests reuse one process)."""
+        script.clear()
+        script.update(await request.json())
+        state.update(chat_requests=0, bodies=[])
+        return JSONResponse(script)
+
     return Starlette(
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/models", models),
             Route("/stats", stats),
+            Route("/script", configure, methods=["POST"]),
         ]
     )
 
