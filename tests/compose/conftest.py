@@ -167,10 +167,14 @@ def prepare_images(stack: ComposeStack, project: Path) -> None:
         if name not in builds and service.get("image"):
             refs.append(service["image"])
     pm.provide_images(refs)
-    for name, (context, dockerfile, image) in builds.items():
+    # llm and embedder share one image: build each image once
+    unique = {
+        image: (name, context, dockerfile) for name, (context, dockerfile, image) in builds.items()
+    }
+    for image, (name, context, dockerfile) in unique.items():
         declared = pm.declared_build_args(dockerfile)
         args = {k: v for k, v in build_args.items() if k in declared}
-        with timed(f"build: {name} ({image})"):
+        with timed(f"build: {image}"):
             pm.build_image(
                 context, dockerfile, image, args, volumes, stack.log_dir / f"build-{name}.log"
             )
