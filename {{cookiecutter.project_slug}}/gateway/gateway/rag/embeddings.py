@@ -17,6 +17,10 @@ from langchain_core.embeddings import Embeddings
 class EmbeddingError(RuntimeError):
     """The embedding endpoint failed or answered with something unusable."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 class OpenAICompatibleEmbeddings(Embeddings):
     def __init__(
@@ -37,7 +41,8 @@ class OpenAICompatibleEmbeddings(Embeddings):
             raise EmbeddingError(f"embedding request failed: {exc!r}") from exc
         if response.status_code != 200:
             raise EmbeddingError(
-                f"embedding endpoint answered {response.status_code}: {_error_message(response)}"
+                f"embedding endpoint answered {response.status_code}: {_error_message(response)}",
+                status=response.status_code,
             )
         data = sorted(response.json()["data"], key=lambda item: item["index"])
         if len(data) != len(texts):

@@ -8,8 +8,9 @@ chunks. Files that cannot be read are reported, never fatal.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -19,6 +20,10 @@ from langchain_core.embeddings import Embeddings
 from gateway.rag.loaders import SUPPORTED_SUFFIXES, UnreadableFileError, load_file, splitter_for
 from gateway.rag.store import Chunk, VectorStore, validate_collection_name
 from gateway.rag.telemetry import tracer
+
+
+class FileTooLargeError(Exception):
+    pass
 
 
 class FileStatus(StrEnum):
@@ -108,29 +113,20 @@ class Ingestor:
 
     async def _ingest_file(self, file: Path, source: str, collection: str) -> FileResult:
         if file.suffix.lower() not in SUPPORTED_SUFFIXES:
-            return FileResult(
-                source,
-                FileStatus.SKIPPED,
-                reason=f"unsupported file type {file.suffix or '(none)'}",
-            )
+            reason = f"unsupported file type {file.suffix or '(none)'}"
+            return FileResult(source, FileStatus.SKIPPED, reason=reason)
         try:
-            size = file.stat().st_size
-            if size > self.max_file_bytes:
-                return FileResult(
-                    source,
-                    FileStatus.SKIPPED,
-                    reason=f"{size} bytes is over GATEWAY_RAG_MAX_FILE_BYTES ({self.max_file_bytes})",
-                )
-            content_hash = hashlib.sha256(file.read_bytes()).hexdigest()
+            content_hash = await asyncio.to_thread(self._content_hash, file)
         except OSError as exc:
-            return FileResult(
-                source, FileStatus.SKIPPED, reason=f"cannot read: {exc.strerror or exc}"
-            )
+            reason = f"cannot read: {exc.strerror or exc}"
+            return FileResult(source, FileStatus.SKIPPED, reason=reason)
+        except FileTooLargeError as exc:
+            return FileResult(source, FileStatus.SKIPPED, reason=str(exc))
         previous = await self.store.file_record(collection, source)
         if previous is not None and previous.content_hash == content_hash:
             return FileResult(source, FileStatus.UNCHANGED, chunks=previous.chunks)
         try:
-            loaded = load_file(file)
+            loaded = await asyncio.to_thread(load_file, file)
         except UnreadableFileError as exc:
             return FileResult(source, FileStatus.SKIPPED, reason=str(exc))
         splitter = splitter_for(file, self.chunk_size, self.chunk_overlap)
@@ -144,3 +140,11 @@ class Ingestor:
         )
         status = FileStatus.ADDED if previous is None else FileStatus.UPDATED
         return FileResult(source, status, chunks=len(chunks))
+
+    def _content_hash(self, file: Path) -> str:
+        size = file.stat().st_size
+        if size > self.max_file_bytes:
+            raise FileTooLargeError(
+                f"{size} bytes is over GATEWAY_RAG_MAX_FILE_BYTES ({self.max_file_bytes})"
+            )
+        return hashlib.sha256(file.read_bytes()).hexdigest()

@@ -133,10 +133,10 @@ class VectorStore:
 
     # -- collections ------------------------------------------------------------
     async def exists(self, collection: str) -> bool:
-        return bool(await self.redis.sismember(self._registry_key(), collection))  # type: ignore[misc]
+        return bool(await self.redis.sismember(self._registry_key(), collection))
 
     async def collections(self) -> list[CollectionInfo]:
-        names = sorted(_text(n) for n in await self.redis.smembers(self._registry_key()))  # type: ignore[misc]
+        names = sorted(_text(n) for n in await self.redis.smembers(self._registry_key()))
         return [await self.info(name) for name in names]
 
     async def info(self, collection: str) -> CollectionInfo:
@@ -148,11 +148,11 @@ class VectorStore:
         )
 
     async def files(self, collection: str) -> dict[str, FileRecord]:
-        raw = await self.redis.hgetall(self._manifest_key(collection))  # type: ignore[misc]
+        raw = await self.redis.hgetall(self._manifest_key(collection))
         return {_text(k): FileRecord(**json.loads(v)) for k, v in raw.items()}
 
     async def file_record(self, collection: str, source: str) -> FileRecord | None:
-        raw = await self.redis.hget(self._manifest_key(collection), source)  # type: ignore[misc]
+        raw = await self.redis.hget(self._manifest_key(collection), source)
         return FileRecord(**json.loads(raw)) if raw else None
 
     async def dims(self, collection: str) -> int | None:
@@ -182,7 +182,7 @@ class VectorStore:
             _text(n) for n in await self.redis.execute_command("FT._LIST")
         }:
             await self.redis.execute_command("FT.DROPINDEX", self.index_name(collection))
-        await self.redis.srem(self._registry_key(), collection)  # type: ignore[misc]
+        await self.redis.srem(self._registry_key(), collection)
         return removed
 
     # -- writing ----------------------------------------------------------------
@@ -197,7 +197,7 @@ class VectorStore:
         if not await index.exists():
             await index.create(overwrite=False)
         await self.redis.set(f"{self._collection_prefix(collection)}:dims", dims)
-        await self.redis.sadd(self._registry_key(), collection)  # type: ignore[misc]
+        await self.redis.sadd(self._registry_key(), collection)
 
     async def replace_file(
         self,
