@@ -25,7 +25,8 @@ class EvalsSettings(BaseSettings):
     reports_dir: Path = Path("reports")
     suites_dir: Path = PACKAGE_DIR / "suites"
     datasets_dir: Path = PACKAGE_DIR / "datasets"
-    cache_dir: Path = Path(".cache/evals")
+    # Inside reports/ so that it is git-ignored with the reports.
+    cache_dir: Path = Path("reports/.cache")
     cache_enabled: bool = True
     concurrency: int = Field(default=4, ge=1)
     request_timeout_s: float = Field(default=120.0, gt=0)
