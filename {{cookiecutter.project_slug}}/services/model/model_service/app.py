@@ -1,0 +1,38 @@
+"""FastAPI application of the transformers backend."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import FastAPI
+
+from model_service import __version__
+from model_service.api import router
+from model_service.errors import install_error_handlers
+from model_service.metrics import ServiceMetrics
+from model_service.runtime import Runtime
+from model_service.settings import ModelSettings
+
+
+def create_app(
+    settings: ModelSettings, on_load_failure: Callable[[], None] | None = None
+) -> FastAPI:
+    """The app loads its model in the background once it starts serving."""
+    runtime = Runtime(settings, ServiceMetrics(settings.model_name))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(runtime.load_in_background(on_load_failure or (lambda: None)))
+        try:
+            yield
+        finally:
+            loading.cancel()
+            runtime.close()
+
+    app = FastAPI(title="model-service", version=__version__, lifespan=lifespan)
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.include_router(router)
+    return app

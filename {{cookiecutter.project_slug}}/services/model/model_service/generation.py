@@ -1,0 +1,256 @@
+"""Text generation on transformers' continuous batching (`init_continuous_batching`).
+
+One `ContinuousBatchingManager` runs the model in a background thread over a paged KV
+cache; each HTTP request becomes one manager request whose tokens arrive through a
+per-request result handler on the event loop. This module adds what a server needs on
+top: admission control (a bounded queue), per-request sampling, stop strings, exact
+token counts, cancellation and vLLM's metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers.generation.configuration_utils import ContinuousBatchingConfig
+from transformers.generation.continuous_batching.cb_logits_processors import (
+    ContinuousBatchingLogitsProcessorList,
+)
+from transformers.generation.logits_process import LogitsProcessorList
+
+from model_service.metrics import ServiceMetrics
+from model_service.sampling import SLOT_KWARG, PerRequestSampler, SamplingParams
+from model_service.text_stream import TextStream
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 64
+
+
+class QueueFull(Exception):
+    """More requests than `max_num_seqs + max_queue` are in flight."""
+
+
+class GenerationFailed(Exception):
+    """The batching engine reported an error for this request."""
+
+
+@dataclass
+class Delta:
+    text: str
+    completion_tokens: int
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    max_model_len: int
+    max_num_seqs: int
+    max_queue: int
+    max_batch_tokens: int
+    kv_cache_tokens: int
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if torch.cuda.is_available() else torch.float32
+    dtype = getattr(torch, name)
+    assert isinstance(dtype, torch.dtype)
+    return dtype
+
+
+class GenerationEngine:
+    def __init__(
+        self, model: Any, tokenizer: Any, options: EngineOptions, metrics: ServiceMetrics
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.options = options
+        self.metrics = metrics
+        self.max_model_len = options.max_model_len
+        self.sampler = PerRequestSampler()
+        self._eos_ids = self._eos_token_ids()
+        self._in_flight = 0
+        self._manager = self._start_manager()
+        metrics.track_gauges(running=self.running_count, waiting=self.waiting_count)
+
+    @classmethod
+    def load(
+        cls,
+        path: Path,
+        dtype: str,
+        metrics: ServiceMetrics,
+        max_model_len: int | None,
+        max_num_seqs: int,
+        max_queue: int,
+        max_batch_tokens: int,
+        quantization: str | None = None,
+    ) -> GenerationEngine:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=resolve_dtype(dtype), attn_implementation="sdpa"
+        ).eval()
+        if quantization == "int8":
+            model = torch.ao.quantization.quantize_dynamic(
+                model, {torch.nn.Linear}, dtype=torch.qint8
+            )
+        limit = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+        model_len = min(max_model_len or limit, limit)
+        # Every running sequence may reach max_model_len; the cache holds that for a
+        # quarter of the batch, the scheduler queues the rest until blocks free up.
+        kv_tokens = max(model_len, model_len * max_num_seqs // 4, PAGE_SIZE * 8)
+        options = EngineOptions(model_len, max_num_seqs, max_queue, max_batch_tokens, kv_tokens)
+        return cls(model, tokenizer, options, metrics)
+
+    # -- the continuous batching manager ------------------------------------------------
+
+    def _eos_token_ids(self) -> list[int]:
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        ids = eos if isinstance(eos, list) else [eos]
+        return [int(i) for i in ids if i is not None]
+
+    def _start_manager(self) -> Any:
+        generation_config = GenerationConfig(
+            do_sample=False,  # the per-request sampler picks the token; argmax keeps it
+            max_new_tokens=self.options.max_model_len,
+            eos_token_id=self._eos_ids or -1,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        batching = ContinuousBatchingConfig(
+            page_size=PAGE_SIZE,
+            num_blocks=-(-self.options.kv_cache_tokens // PAGE_SIZE),
+            max_batch_tokens=self.options.max_batch_tokens,
+            max_requests_per_batch=self.options.max_num_seqs,
+            allow_block_sharing=False,
+            use_async_batching=False,
+            per_request_processors=False,
+        )
+        manager = self.model.init_continuous_batching(
+            generation_config=generation_config, continuous_batching_config=batching
+        )
+        processors = ContinuousBatchingLogitsProcessorList(LogitsProcessorList([self.sampler]))
+        processors.tensors_required = 1
+        manager.logit_processor = processors
+        manager.start()
+        return manager
+
+    def close(self) -> None:
+        self._manager.stop(block=True, timeout=10)
+
+    def alive(self) -> bool:
+        status = self._manager.background_thread_status
+        return bool(self._manager.is_running() and status.fatal_error is None)
+
+    def running_count(self) -> float:
+        scheduler = self._scheduler()
+        return float(len(scheduler.active_requests)) if scheduler else 0.0
+
+    def waiting_count(self) -> float:
+        scheduler = self._scheduler()
+        queued = self._manager.input_queue.qsize()
+        return float(queued + (len(scheduler.waiting_requests) if scheduler else 0))
+
+    def _scheduler(self) -> Any:
+        processor = self._manager.batch_processor
+        return processor.scheduler if processor is not None else None
+
+    # -- prompts -----------------------------------------------------------------------
+
+    def encode_chat(self, messages: list[dict[str, str]], **template_kwargs: Any) -> list[int]:
+        encoded = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, **template_kwargs
+        )
+        ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
+        return [int(i) for i in ids]
+
+    def encode_text(self, text: str) -> list[int]:
+        return [int(i) for i in self.tokenizer(text)["input_ids"]]
+
+    # -- generation --------------------------------------------------------------------
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
+        """Stream the completion of `prompt_ids` as text deltas; the last one has a finish
+        reason. Closing the iterator early cancels the request and frees its slot."""
+        limit = self.options.max_num_seqs + self.options.max_queue
+        if self._in_flight >= limit:
+            raise QueueFull(f"{self._in_flight} requests in flight (limit {limit})")
+        self._in_flight += 1
+        request_id = uuid.uuid4().hex
+        outputs: asyncio.Queue[Any] = asyncio.Queue()
+        slot = self.sampler.register(params)
+        started = time.perf_counter()
+        last_token_at: float | None = None
+        queue_seconds: float | None = None
+        seen = 0
+        finish: str | None = None
+        manager_done = False
+        stream = TextStream(self.tokenizer._tokenizer, params.stop)
+        try:
+            self._manager.register_result_handler(request_id, outputs.put_nowait)
+            self._manager.add_request(
+                prompt_ids,
+                request_id=request_id,
+                max_new_tokens=params.max_tokens,
+                streaming=True,
+                eos_token_id=-1 if params.ignore_eos else self._eos_ids,
+                **{SLOT_KWARG: slot},
+            )
+            while finish is None:
+                output = await outputs.get()
+                manager_done = output.is_finished()
+                if output.error is not None:
+                    raise GenerationFailed(output.error)
+                new_tokens = output.generated_tokens[seen:]
+                if not new_tokens and not output.is_finished():
+                    continue
+                now = time.perf_counter()
+                if last_token_at is None:
+                    self.metrics.observe_first_token(now - started)
+                    if output.lifespan[0] > 0:
+                        queue_seconds = max(0.0, output.lifespan[0] - output.created_time)
+                else:
+                    self.metrics.observe_inter_token(now - last_token_at)
+                last_token_at = now
+                text = []
+                for token in new_tokens:
+                    seen += 1
+                    piece = stream.push(token)
+                    text.append(piece.text)
+                    if piece.stopped:
+                        finish = "stop"
+                        break
+                if finish is None and output.is_finished():
+                    text.append(stream.flush())
+                    hit_eos = bool(new_tokens) and new_tokens[-1] in self._eos_ids
+                    finish = "length" if seen >= params.max_tokens and not hit_eos else "stop"
+                yield Delta("".join(text), seen, finish)
+        finally:
+            self._in_flight -= 1
+            self._release(request_id, slot, cancel=not manager_done)
+            self.metrics.observe_request(
+                prompt_tokens=len(prompt_ids),
+                generation_tokens=seen,
+                finish_reason=finish or "abort",
+                e2e_seconds=time.perf_counter() - started,
+                queue_seconds=queue_seconds,
+                max_tokens=params.max_tokens,
+            )
+
+    def _release(self, request_id: str, slot: int, cancel: bool) -> None:
+        # A stop string ends the request before the manager does; so does a disconnect.
+        if cancel:
+            self._manager.cancel_request(request_id)
+        router = self._manager.output_router
+        with router._lock:
+            router.result_handlers.pop(request_id, None)
+        self.sampler.release(slot)

@@ -1,0 +1,62 @@
+"""Command line and environment of the official vLLM OpenAI server for our settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from model_service.settings import ModelSettings
+
+VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+def otlp_traces_endpoint(env: Mapping[str, str]) -> str | None:
+    """The OTLP traces endpoint from the standard OpenTelemetry variables, if tracing is on."""
+    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return None
+    return env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def vllm_argv(
+    settings: ModelSettings, model_dir: Path, gpu: bool, env: Mapping[str, str]
+) -> list[str]:
+    argv = [
+        settings.vllm_python,
+        "-m",
+        VLLM_SERVER_MODULE,
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        settings.model_name,
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        "--max-num-seqs",
+        str(settings.max_num_seqs),
+        "--tensor-parallel-size",
+        str(settings.tensor_parallel_size),
+    ]
+    # vLLM's "auto" means bfloat16 on CPU, which gives wrong output for small models on
+    # CPUs without native bf16 math; float32 is the safe CPU default.
+    dtype = settings.dtype if settings.dtype != "auto" or gpu else "float32"
+    argv += ["--dtype", dtype]
+    if gpu:
+        argv += ["--gpu-memory-utilization", str(settings.gpu_memory_utilization)]
+    if settings.max_model_len:
+        argv += ["--max-model-len", str(settings.max_model_len)]
+    if settings.quantization:
+        argv += ["--quantization", settings.quantization]
+    if settings.task == "embed":
+        argv += ["--runner", "pooling", "--convert", "embed"]
+    endpoint = otlp_traces_endpoint(env)
+    if endpoint:
+        argv += ["--otlp-traces-endpoint", endpoint]
+    return argv + settings.vllm_extra_argv
+
+
+def vllm_env(settings: ModelSettings, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    merged = dict(os.environ if env is None else env)
+    merged.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.vllm_cpu_kvcache_space))
+    return merged
