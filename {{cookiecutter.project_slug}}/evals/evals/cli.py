@@ -41,7 +41,7 @@ console = Console(stderr=True)
 
 
 def _settings(**overrides: Any) -> EvalsSettings:
-    settings = EvalsSettings()  # type: ignore[call-arg]  # every field has a default
+    settings = EvalsSettings()
     return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
 

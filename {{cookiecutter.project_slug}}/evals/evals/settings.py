@@ -15,7 +15,7 @@ class EvalsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EVALS_", env_file=".env", extra="ignore")
 
     base_url: str = Field(
-        "http://127.0.0.1:8080/v1",
+        default="http://127.0.0.1:8080/v1",
         description="OpenAI-compatible base URL including /v1 (the gateway by default).",
     )
     api_key: SecretStr | None = Field(default=None, description="Bearer key for the endpoint.")
@@ -32,7 +32,10 @@ class EvalsSettings(BaseSettings):
     request_timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
     max_error_rate: float = Field(
-        0.1, ge=0, le=1, description="Fraction of failed requests above which the run fails."
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Fraction of failed requests above which the run fails.",
     )
     bypass_gateway_cache: bool = True
     seed: int = 1234
@@ -41,7 +44,7 @@ class EvalsSettings(BaseSettings):
     regression_tolerance: float = Field(default=0.02, ge=0)
     slo_profile: Literal["gpu", "cpu"] = "cpu"
     direct_base_url: str | None = Field(
-        None, description="The model service's own URL, to detect buffering by the gateway."
+        default=None, description="The model service's own URL, to detect buffering by the gateway."
     )
 
     @property
