@@ -112,13 +112,16 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
+MAX_LIMIT = 10**12
+
+
 class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     models: list[str] = Field(default_factory=list)
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    expires_in_seconds: float | None = Field(default=None, gt=0)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    expires_in_seconds: float | None = Field(default=None, gt=0, le=100 * 365 * 86400)
 
 
 @router.post("/admin/keys", tags=["admin"], status_code=201, responses={403: ERROR_RESPONSES[403]})

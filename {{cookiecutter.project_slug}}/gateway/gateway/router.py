@@ -136,7 +136,8 @@ class Router:
                 504, f"Upstream timed out for model '{model}'.", code="upstream_timeout"
             )
         detail = "; ".join(errors[-3:]) or "no healthy upstream"
-        status = 503 if not errors or all("unavailable" in e for e in errors) else 502
+        # Nothing reachable, or every upstream said it is overloaded: 503 (retry later).
+        status = 503 if all("unavailable" in e or e.endswith("503") for e in errors) else 502
         raise GatewayError(
             status,
             f"No upstream could serve model '{model}' ({detail}).",
