@@ -1,0 +1,132 @@
+"""`BlueprintApp`: the whole application on any Kubernetes cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from blueprint_infra import kube
+from blueprint_infra.config import Secrets, StackConfig
+from blueprint_infra.context import AppContext, Images
+from blueprint_infra.evals_job import create_evals
+from blueprint_infra.gateway import create_gateway, gateway_url
+from blueprint_infra.keda import create_scaled_object
+from blueprint_infra.model_service import EMBEDDER, LLM, create_model_service
+from blueprint_infra.network_policies import create_network_policies
+from blueprint_infra.observability import create_collector
+from blueprint_infra.redis import NAME as REDIS
+from blueprint_infra.redis import PORT as REDIS_PORT
+from blueprint_infra.redis import create_redis
+from blueprint_infra.secrets import create_secrets, redis_url
+
+
+@dataclass(frozen=True)
+class ExternalRedis:
+    """A Redis the app does not run itself (ElastiCache, or a URL from config)."""
+
+    url: pulumi.Input[str]  # secret: holds the password
+    endpoint: pulumi.Input[str]  # host:port, no password
+
+
+@dataclass(frozen=True)
+class BlueprintAppArgs:
+    config: StackConfig
+    secrets: Secrets
+    images: Images
+    external_redis: ExternalRedis | None = None
+    gpu_node_selector: dict[str, str] = field(default_factory=dict)
+
+
+class BlueprintApp(pulumi.ComponentResource):
+    """Namespace, secrets, Redis, model services, gateway, telemetry, policies, evals."""
+
+    namespace: pulumi.Output[str]
+    gateway_url: pulumi.Output[str]
+    redis_endpoint: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: BlueprintAppArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("blueprint:index:BlueprintApp", name, None, opts)
+        config = args.config
+        part_of = pulumi.get_project()
+        child = pulumi.ResourceOptions(parent=self)
+
+        namespace_name: pulumi.Input[str] = config.namespace
+        if config.create_namespace:
+            namespace = k8s.core.v1.Namespace(
+                config.namespace,
+                metadata={
+                    "name": config.namespace,
+                    "labels": {
+                        **kube.labels("namespace", part_of),
+                        # Every workload here meets the restricted Pod Security Standard.
+                        "pod-security.kubernetes.io/enforce": "restricted",
+                        "pod-security.kubernetes.io/warn": "restricted",
+                    },
+                },
+                opts=child,
+            )
+            namespace_name = namespace.metadata.apply(lambda meta: meta.name)
+        ctx = AppContext(
+            config=config,
+            namespace=namespace_name,
+            part_of=part_of,
+            images=args.images,
+            opts=child,
+        )
+
+        if args.external_redis is not None:
+            gateway_redis_url: pulumi.Input[str] = args.external_redis.url
+            endpoint: pulumi.Input[str] = args.external_redis.endpoint
+        elif config.redis.mode == "external":
+            assert args.secrets.redis_url is not None  # checked by load_stack_config
+            gateway_redis_url = args.secrets.redis_url
+            endpoint = "external (redisUrl secret)"
+        else:
+            assert args.secrets.redis_password is not None
+            gateway_redis_url = redis_url(args.secrets.redis_password, REDIS, tls=False)
+            endpoint = pulumi.Output.format(
+                "{0}.{1}.svc.cluster.local:{2}", REDIS, namespace_name, REDIS_PORT
+            )
+
+        secrets = create_secrets(ctx, args.secrets, gateway_redis_url)
+        create_network_policies(ctx)
+        backends: list[pulumi.Resource] = [secrets.gateway]
+        if secrets.redis is not None:
+            backends.append(create_redis(ctx, secrets.redis))
+        if config.observability.collector:
+            backends.append(create_collector(ctx))
+
+        models: list[pulumi.Resource] = []
+        for spec, service_cfg in ((LLM, config.llm), (EMBEDDER, config.embedder)):
+            if not service_cfg.enabled:
+                continue
+            keda_managed = spec is LLM and config.keda.enabled
+            deployment = create_model_service(
+                ctx,
+                spec,
+                service_cfg,
+                gpu_node_selector=args.gpu_node_selector,
+                replicas_managed_elsewhere=keda_managed,
+            )
+            models.append(deployment)
+            if keda_managed:
+                create_scaled_object(ctx, deployment)
+
+        gateway, service, _ = create_gateway(ctx, secrets.upstream_key_envs, *backends)
+        if config.evals.enabled:
+            create_evals(ctx, gateway, secrets.evals, *models)
+
+        self.namespace = pulumi.Output.from_input(namespace_name)
+        self.gateway_url = gateway_url(ctx, service, namespace_name)
+        self.redis_endpoint = pulumi.Output.from_input(endpoint)
+        self.register_outputs(
+            {
+                "namespace": self.namespace,
+                "gatewayUrl": self.gateway_url,
+                "redisEndpoint": self.redis_endpoint,
+            }
+        )
