@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-WORDS = "The quick brown fox jumps over the lazy dog while the gateway relays".split()
+WORDS = ["The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while"]
 EMBED_DIMS = 64
 
 
@@ -59,7 +59,12 @@ def _prompt_text(body: dict[str, Any]) -> str:
 
 
 def _answer_words(body: dict[str, Any], limit: int) -> list[str]:
-    # Deterministic for a given prompt, so cache tests can compare answers.
+    # "ECHO: text" answers with that text, "(at)" turned into "@" (to test output
+    # guardrails without PII in the prompt); otherwise the
+    # answer is deterministic for a given prompt, so cache tests can compare answers.
+    prompt = _prompt_text(body)
+    if "ECHO:" in prompt:
+        return prompt.split("ECHO:", 1)[1].replace("(at)", "@").split()[:limit]
     seed = int(hashlib.sha256(_prompt_text(body).encode()).hexdigest()[:8], 16)
     return [WORDS[(seed + i) % len(WORDS)] for i in range(limit)]
 
@@ -82,7 +87,7 @@ def build_app(state: MockState) -> Starlette:
             return _json({"error": {"message": "overloaded", "type": "unavailable"}}, 503)
         chat = request.url.path.endswith("/chat/completions")
         limit = body.get("max_tokens") or body.get("max_completion_tokens") or state.chunks
-        n_words = min(int(limit), state.chunks)
+        n_words = min(int(limit), state.chunks if "ECHO:" not in _prompt_text(body) else 64)
         words = _answer_words(body, n_words)
         usage = {
             "prompt_tokens": max(1, len(_prompt_text(body)) // 4),
@@ -99,9 +104,11 @@ def build_app(state: MockState) -> Starlette:
                     "logprobs": None,
                     "finish_reason": "length",
                 }
-                return _json({**common, "object": "chat.completion", "choices": [choice], "usage": usage})
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
-            return _json({**common, "object": "text_completion", "choices": [choice], "usage": usage})
+                obj = "chat.completion"
+            else:
+                choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
+                obj = "text_completion"
+            return _json({**common, "object": obj, "choices": [choice], "usage": usage})
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return StreamingResponse(
             _stream(state, common, words, chat, usage if include_usage else None),
@@ -194,8 +201,9 @@ async def _stream(
 
     try:
         if chat:
-            role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-            yield b"data: " + orjson.dumps({**common, "object": obj, "choices": [role]}) + b"\n\n"
+            role = {"role": "assistant", "content": ""}
+            choice = {"index": 0, "delta": role, "finish_reason": None}
+            yield b"data: " + orjson.dumps({**common, "object": obj, "choices": [choice]}) + b"\n\n"
         for index, word in enumerate(words):
             if mode == "cut" and index == 2:
                 raise ConnectionAbortedError("mock upstream cut the stream")
