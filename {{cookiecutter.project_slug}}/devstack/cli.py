@@ -17,7 +17,7 @@ from devstack.services import base_env, plan
 from devstack.settings import load_settings
 
 app = typer.Typer(add_completion=False, help=__doc__, invoke_without_command=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 RootOption = Annotated[Path, typer.Option(help="Project root (where .env and compose.yaml are).")]
 EnvFileOption = Annotated[Path | None, typer.Option(help="Read this file instead of ROOT/.env.")]

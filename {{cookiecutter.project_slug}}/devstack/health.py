@@ -27,7 +27,7 @@ def is_healthy(url: str, timeout: float = 2.0) -> bool:
 def wait_healthy(
     url: str,
     timeout: float,
-    interval: float = 0.5,
+    interval: float = 1.0,
     keep_going: Callable[[], bool] = lambda: True,
 ) -> bool:
     """Poll `url` until it is healthy (True), `timeout` passes or `keep_going()` is false."""
