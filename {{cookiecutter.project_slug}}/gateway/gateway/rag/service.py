@@ -23,6 +23,8 @@ from gateway.rag.retrieval import CollectionRetriever
 from gateway.rag.runtime import RagRuntime
 from gateway.rag.telemetry import tracer
 
+REWRITE_MAX_TOKENS = 64  # a standalone question is one short sentence
+
 
 @dataclass(frozen=True)
 class Turn:
@@ -52,14 +54,14 @@ class RagService:
             client, runtime.settings.embedding_model, runtime.settings.embedding_batch_size
         )
 
-    def llm(self, turn: Turn) -> ChatOpenAI:
+    def llm(self, turn: Turn, max_tokens: int | None = None) -> ChatOpenAI:
         return ChatOpenAI(
             model=turn.model,
             base_url=str(self.client.base_url).rstrip("/"),
             api_key=SecretStr(self.api_key),
             http_async_client=self.client,
             temperature=turn.temperature,
-            max_completion_tokens=turn.max_tokens,
+            max_completion_tokens=max_tokens or turn.max_tokens,
             max_retries=0,  # the gateway's router already retries and falls back
             timeout=self.runtime.settings.request_timeout_seconds,
         )
@@ -73,7 +75,7 @@ class RagService:
             score_threshold=turn.score_threshold,
             sources=turn.sources,
         )
-        chain = build_retrieval_chain(self.llm(turn), retriever)
+        chain = build_retrieval_chain(self.llm(turn, REWRITE_MAX_TOKENS), retriever)
         result = await chain.ainvoke({"question": turn.question, "history": turn.history})
         return Retrieved(result["standalone_question"], result["documents"])
 
