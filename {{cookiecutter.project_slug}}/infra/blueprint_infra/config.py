@@ -324,13 +324,24 @@ def _location(namespace: str, loc: Iterable[int | str]) -> str:
     return f"{namespace}:{path}" if path else namespace
 
 
-def _format_errors(namespace: str, error: ValidationError, hint: str) -> str:
+def _format_errors(namespace: str, error: ValidationError, *, secret: bool) -> str:
     lines = []
+    first_key = ""
     for item in error.errors():
-        loc = [part for part in item["loc"] if part not in ("function-after",)]
-        key = _location(namespace, loc)
-        lines.append(f"  {key}: {item['msg']}")
-    return f"Invalid stack config:\n{chr(10).join(lines)}\n{hint}"
+        key = _location(namespace, item["loc"])
+        first_key = first_key or key
+        message = item["msg"].removeprefix("Value error, ")
+        shown = item.get("input")
+        if not secret and item["loc"] and not isinstance(shown, dict | list):
+            message += f" (got {shown!r})"
+        lines.append(f"  {key}: {message}")
+    path = first_key.partition(":")[2] or "<key>"
+    hint = (
+        f"Set secrets with: pulumi config set --secret {path} <value>"
+        if secret
+        else f"Fix it with: pulumi config set --path '{path}' <value> (see docs/deploy.md)"
+    )
+    return "Invalid stack config:\n" + "\n".join(lines) + "\n" + hint
 
 
 def project_config_keys(namespace: str) -> dict[str, Any]:
@@ -369,16 +380,14 @@ def load_stack_config(namespace: str | None = None) -> tuple[StackConfig, Secret
         else:
             plain[key] = value
 
-    hint = "Fix it with: pulumi config set --path '<key>' <value> (see docs/deploy.md)."
     try:
         stack = StackConfig.model_validate(plain)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(namespace, exc, hint)) from None
+        raise ConfigError(_format_errors(namespace, exc, secret=False)) from None
     try:
         secrets = Secrets.model_validate(secret)
     except ValidationError as exc:
-        hint = "Set secrets with: pulumi config set --secret <key> <value>."
-        raise ConfigError(_format_errors(namespace, exc, hint)) from None
+        raise ConfigError(_format_errors(namespace, exc, secret=True)) from None
     _check_secret_needs(namespace, stack, secrets)
     return stack, secrets
 

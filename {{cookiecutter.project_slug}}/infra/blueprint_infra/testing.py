@@ -203,3 +203,101 @@ def run_program(
         loop.close()
         asyncio.set_event_loop(None)
     return captured
+
+
+# --- What the mocked providers return -------------------------------------------------------
+
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+
+AWS_OUTPUTS: dict[str, Callable[[pulumi.runtime.MockResourceArgs], dict[str, Any]]] = {
+    "awsx:ec2:Vpc": lambda args: {
+        "vpcId": "vpc-0123",
+        "publicSubnetIds": ["subnet-public-a", "subnet-public-b"],
+        "privateSubnetIds": ["subnet-private-a", "subnet-private-b"],
+    },
+    "eks:index:Cluster": lambda args: {
+        "kubeconfigJson": json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": []}),
+        "kubeconfig": {"apiVersion": "v1", "kind": "Config"},
+    },
+    "aws:elasticache/replicationGroup:ReplicationGroup": lambda args: {
+        "primaryEndpointAddress": "master.genai-app-cache.abc123.euw1.cache.amazonaws.com",
+    },
+    "aws:ecr/repository:Repository": lambda args: {
+        "repositoryUrl": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{args.inputs['name']}",
+        "registryId": ACCOUNT,
+    },
+    "docker-build:index:Image": lambda args: {
+        "ref": f"{args.inputs['tags'][0]}@sha256:{'0' * 64}",
+    },
+}
+
+AWS_CALLS: dict[str, Callable[[pulumi.runtime.MockCallArgs], dict[str, Any]]] = {
+    "aws:ecr/getAuthorizationToken:getAuthorizationToken": lambda args: {
+        "userName": "AWS",
+        "password": "ecr-token",
+        "authorizationToken": "ecr-token",
+        "proxyEndpoint": f"https://{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com",
+        "registryId": ACCOUNT,
+        "expiresAt": "2030-01-01T00:00:00Z",
+        "id": REGION,
+    },
+}
+
+
+# --- Offline schema validation ---------------------------------------------------------------
+
+KUBERNETES_VERSIONS = ("1.33", "1.37")
+CUSTOM_KINDS = {("keda.sh/v1alpha1", "ScaledObject")}
+
+
+def schema_errors(captured: Captured, versions: tuple[str, ...] = KUBERNETES_VERSIONS) -> list[str]:
+    """Every captured Kubernetes object checked against the strict upstream schemas."""
+    import kubernetes_validate
+
+    errors = []
+    for resource in captured.kubernetes_objects():
+        manifest = resource.manifest
+        if (manifest.get("apiVersion"), manifest.get("kind")) in CUSTOM_KINDS:
+            continue
+        for version in versions:
+            try:
+                kubernetes_validate.validate(manifest, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                path = "/".join(str(part) for part in exc.path)
+                errors.append(f"{resource.type} {resource.name} ({version}) {path}: {exc.message}")
+    return errors
+
+
+# --- Policy pack, applied to captured resources ----------------------------------------------
+
+
+def policy_violations(captured: Captured, *, mandatory_only: bool = True) -> list[str]:
+    """Run every policy of the pack on every captured resource, as `pulumi up` would."""
+    from pulumi_policy import EnforcementLevel, ResourceValidationArgs
+
+    from blueprint_infra.policies import POLICIES
+
+    found: list[str] = []
+    for resource in captured.resources:
+        args = ResourceValidationArgs(
+            resource_type=resource.type,
+            props=resource.manifest,
+            urn=f"urn:pulumi:test::{PROJECT}::{resource.type}::{resource.name}",
+            name=resource.name,
+            opts=None,  # type: ignore[arg-type]
+            provider=None,
+        )
+        for policy in POLICIES:
+            if mandatory_only and policy.enforcement_level != EnforcementLevel.MANDATORY:
+                continue
+            validate = policy.validate
+            assert callable(validate)
+
+            where = f"{policy.name}: {resource.type} {resource.name}"
+
+            def report(message: str, urn: str | None = None, *, _where: str = where) -> None:
+                found.append(f"{_where}: {message}")
+
+            validate(args, report)
+    return found

@@ -93,7 +93,7 @@ def build_images(name: str, config: StackConfig, opts: pulumi.ResourceOptions) -
                 docker_build.RegistryArgs(
                     address=repository.repository_url,
                     username=token.user_name,
-                    password=token.password,
+                    password=pulumi.Output.secret(token.password),
                 )
             ],
             opts=opts,

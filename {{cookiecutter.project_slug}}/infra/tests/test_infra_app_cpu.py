@@ -1,0 +1,246 @@
+"""BlueprintApp on an existing cluster, CPU model services (the dev stack), under Pulumi mocks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from blueprint_infra.program import run
+from blueprint_infra.testing import (
+    Captured,
+    is_secret,
+    policy_violations,
+    run_program,
+    schema_errors,
+)
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+CONFIG = {
+    "platform": "kubernetes",
+    "namespace": "genai-dev",
+    "images": {"registry": "registry.example.com/acme", "tag": "0.1.0"},
+    "masterKey": "sk-test-master-key-0123456789",
+    "redisPassword": "redis-password-0123456789",
+}
+SECRETS = ("masterKey", "redisPassword")
+
+
+@pytest.fixture(scope="module")
+def stack() -> Captured:
+    return run_program(run, CONFIG, secret_keys=SECRETS)
+
+
+def containers(stack: Captured, type_: str, name: str) -> list[dict]:
+    pod = stack.one(type_, name).manifest["spec"]["template"]["spec"]
+    return pod.get("initContainers", []) + pod["containers"]
+
+
+def test_the_stack_meets_every_policy_of_the_pack(stack: Captured) -> None:
+    assert policy_violations(stack, mandatory_only=False) == []
+
+
+def test_every_kubernetes_object_passes_the_strict_schema(stack: Captured) -> None:
+    assert len(list(stack.kubernetes_objects())) > 20
+    assert schema_errors(stack) == []
+
+
+def test_schema_check_catches_a_wrong_field(stack: Captured) -> None:
+    # Guards the guard: a misspelt field must fail the strict schema.
+    broken = stack.one(DEPLOYMENT, "gateway")
+    broken.inputs["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    try:
+        assert len(schema_errors(Captured([broken]))) == 2
+    finally:
+        del broken.inputs["spec"]["template"]["spec"]["containers"][0]["livenesProbe"]
+
+
+def test_service_names_match_the_design(stack: Captured) -> None:
+    services = {r.name for r in stack.of_type("kubernetes:core/v1:Service")}
+    assert services == {"gateway", "llm", "embedder", "redis", "otel-collector"}
+    ports = {
+        r.name: r.manifest["spec"]["ports"][0]["port"]
+        for r in stack.of_type("kubernetes:core/v1:Service")
+    }
+    assert ports == {
+        "gateway": 8080,
+        "llm": 8000,
+        "embedder": 8001,
+        "redis": 6379,
+        "otel-collector": 4317,
+    }
+
+
+@pytest.mark.parametrize(
+    ("type_", "name"),
+    [
+        (DEPLOYMENT, "gateway"),
+        (DEPLOYMENT, "llm"),
+        (DEPLOYMENT, "embedder"),
+        (DEPLOYMENT, "otel-collector"),
+        ("kubernetes:apps/v1:StatefulSet", "redis"),
+        ("kubernetes:batch/v1:Job", "evals-smoke"),
+    ],
+)
+def test_workloads_are_non_root_read_only_and_limited(
+    stack: Captured, type_: str, name: str
+) -> None:
+    pod = stack.one(type_, name).manifest["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in containers(stack, type_, name):
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"] == {"drop": ["ALL"]}
+        resources = container["resources"]
+        assert set(resources["requests"]) >= {"cpu", "memory"}
+        assert set(resources["limits"]) >= {"cpu", "memory"}
+
+
+def test_cpu_model_services_run_transformers_with_a_long_startup_probe(stack: Captured) -> None:
+    for name, port, task in (("llm", 8000, "generate"), ("embedder", 8001, "embed")):
+        deployment = stack.one(DEPLOYMENT, name).manifest
+        pod = deployment["spec"]["template"]["spec"]
+        model = pod["containers"][0]
+        env = {item["name"]: item.get("value") for item in model["env"]}
+        assert env["MODEL_BACKEND"] == "transformers"
+        assert env["MODEL_TASK"] == task
+        assert env["MODEL_PORT"] == str(port)
+        assert "nvidia.com/gpu" not in model["resources"]["limits"]
+        assert "tolerations" not in pod
+        assert not any(v.get("emptyDir", {}).get("medium") == "Memory" for v in pod["volumes"])
+        startup = model["startupProbe"]
+        assert startup["httpGet"]["path"] == "/health"
+        # The CPU budget is an hour of loading before the kubelet gives up.
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 60 * 60
+        assert model["livenessProbe"]["httpGet"]["path"] == "/health"
+        assert model["readinessProbe"]["httpGet"]["path"] == "/health"
+        assert pod["initContainers"][0]["args"][0] == "prepare"
+        assert deployment["metadata"].get("annotations", {}).get("pulumi.com/skipAwait") is None
+
+
+def test_gateway_points_at_the_in_cluster_services(stack: Captured) -> None:
+    gateway = stack.one(DEPLOYMENT, "gateway").manifest
+    container = gateway["spec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item for item in container["env"]}
+    upstreams = json.loads(env["GATEWAY_UPSTREAMS"]["value"])
+    assert [(u["name"], u["base_url"]) for u in upstreams] == [
+        ("llm", "http://llm:8000"),
+        ("embedder", "http://embedder:8001"),
+    ]
+    assert env["GATEWAY_PORT"]["value"] == "8080"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://otel-collector:4318"
+    for secret_env in ("GATEWAY_MASTER_KEY", "GATEWAY_REDIS_URL"):
+        assert "value" not in env[secret_env]
+        assert env[secret_env]["valueFrom"]["secretKeyRef"]["name"] == "gateway-secrets"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["image"] == "registry.example.com/acme/gateway:0.1.0"
+
+
+def test_gateway_scales_and_survives_drains(stack: Captured) -> None:
+    hpa = stack.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", "gateway").manifest
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "gateway",
+    }
+    assert hpa["spec"]["minReplicas"] == 2
+    assert hpa["spec"]["maxReplicas"] == 6
+    pdb = stack.one("kubernetes:policy/v1:PodDisruptionBudget", "gateway").manifest
+    assert pdb["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "gateway"}
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_secrets_are_pulumi_secrets_and_never_plain_env(stack: Captured) -> None:
+    for secret in stack.of_type("kubernetes:core/v1:Secret"):
+        assert is_secret(secret.inputs["stringData"]), secret.name
+    gateway_secret = stack.one("kubernetes:core/v1:Secret", "gateway-secrets").manifest
+    assert gateway_secret["stringData"]["GATEWAY_MASTER_KEY"] == CONFIG["masterKey"]
+    assert gateway_secret["stringData"]["GATEWAY_REDIS_URL"] == (
+        f"redis://:{CONFIG['redisPassword']}@redis:6379/0"
+    )
+    for resource in stack.resources:
+        if resource.type == "kubernetes:core/v1:Secret":
+            continue
+        text = json.dumps(resource.manifest)
+        assert CONFIG["masterKey"] not in text, resource.name
+        assert CONFIG["redisPassword"] not in text, resource.name
+
+
+def test_redis_is_persistent_password_protected_and_evicts_only_ttl_keys(stack: Captured) -> None:
+    redis = stack.one("kubernetes:apps/v1:StatefulSet", "redis").manifest
+    container = redis["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"].startswith("redis:8.")
+    args = container["args"]
+    assert args[args.index("--maxmemory-policy") + 1] == "volatile-lru"
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    password = next(e for e in container["env"] if e["name"] == "REDIS_PASSWORD")
+    assert password["valueFrom"]["secretKeyRef"] == {"name": "redis-auth", "key": "password"}
+    claim = redis["spec"]["volumeClaimTemplates"][0]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+
+
+def test_network_policies_let_only_the_gateway_reach_models_and_redis(stack: Captured) -> None:
+    policies = {
+        r.name: r.manifest["spec"]
+        for r in stack.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+    }
+    assert policies["default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+
+    def sources(name: str) -> list[str]:
+        return [
+            peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+            for peer in policies[name]["ingress"][0]["from"]
+        ]
+
+    assert policies["allow-llm"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "llm"}
+    assert sources("allow-llm") == ["gateway", "otel-collector"]
+    assert sources("allow-embedder") == ["gateway", "otel-collector"]
+    assert sources("allow-redis") == ["gateway"]
+    assert policies["allow-redis"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 6379}]
+    # The gateway is the entry point: clients and the evals job reach it on 8080.
+    assert "from" not in policies["allow-gateway"]["ingress"][0]
+
+
+def test_evals_job_runs_the_smoke_suite_against_the_gateway(stack: Captured) -> None:
+    job = stack.one("kubernetes:batch/v1:Job", "evals-smoke").manifest
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] + container["args"] == [
+        "python",
+        "-m",
+        "evals",
+        "run",
+        "--suite",
+        "smoke",
+    ]
+    env = {item["name"]: item for item in container["env"]}
+    assert env["EVALS_BASE_URL"]["value"] == "http://gateway:8080/v1"
+    assert env["EVALS_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "evals-secrets"
+    assert not stack.of_type("kubernetes:batch/v1:CronJob")
+
+
+def test_keda_is_absent_when_disabled(stack: Captured) -> None:
+    assert not [r for r in stack.resources if "CustomResource" in r.type or "keda" in r.type]
+    assert stack.one(DEPLOYMENT, "llm").manifest["spec"]["replicas"] == 1
+
+
+def test_namespace_enforces_restricted_pod_security(stack: Captured) -> None:
+    namespace = stack.one("kubernetes:core/v1:Namespace", "genai-dev").manifest
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    namespaces = {
+        r.manifest["metadata"].get("namespace")
+        for r in stack.kubernetes_objects()
+        if r.type != "kubernetes:core/v1:Namespace"
+    }
+    assert namespaces == {"genai-dev"}
+
+
+def test_stack_outputs(stack: Captured) -> None:
+    assert stack.outputs["namespace"] == "genai-dev"
+    assert stack.outputs["gatewayUrl"] == "http://gateway.genai-dev.svc.cluster.local:8080/v1"
+    assert stack.outputs["redisEndpoint"] == "redis.genai-dev.svc.cluster.local:6379"
+    assert stack.outputs["images"]["modelCpu"] == "registry.example.com/acme/model-cpu:0.1.0"
+    assert "kubeconfig" not in stack.outputs
+    assert CONFIG["redisPassword"] not in json.dumps(stack.outputs)
