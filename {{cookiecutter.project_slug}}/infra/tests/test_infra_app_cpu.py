@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from blueprint_infra.testing import (
 )
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
-CONFIG = {
+CONFIG: dict[str, Any] = {
     "platform": "kubernetes",
     "namespace": "genai-dev",
     "images": {"registry": "registry.example.com/acme", "tag": "0.1.0"},

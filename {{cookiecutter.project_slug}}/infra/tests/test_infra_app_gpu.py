@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from blueprint_infra.program import run
@@ -14,7 +16,7 @@ from blueprint_infra.testing import (
 )
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
-CONFIG = {
+CONFIG: dict[str, Any] = {
     "platform": "kubernetes",
     "namespace": "genai",
     "images": {"registry": "ghcr.io/acme/genai-app", "tag": "1.2.3", "pullSecret": "ghcr"},

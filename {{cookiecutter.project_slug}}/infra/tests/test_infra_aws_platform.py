@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from blueprint_infra.testing import (
     schema_errors,
 )
 
-CONFIG = {
+CONFIG: dict[str, Any] = {
     "platform": "aws-eks",
     "namespace": "genai",
     "images": {"tag": "1.0.0"},
