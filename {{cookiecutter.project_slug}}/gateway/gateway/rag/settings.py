@@ -31,8 +31,8 @@ class RagSettings(BaseSettings):
     embedding_batch_size: int = Field(default=32, ge=1, le=2048)
     request_timeout_seconds: float = Field(default=120.0, gt=0)
 
-    chunk_size: int = Field(default=800, ge=50, description="characters per chunk")
-    chunk_overlap: int = Field(default=120, ge=0)
+    chunk_size: int = Field(default=500, ge=50, description="characters per chunk")
+    chunk_overlap: int = Field(default=80, ge=0)
     max_file_bytes: int = Field(default=20_000_000, ge=1)
 
     top_k: int = Field(default=4, ge=1)
