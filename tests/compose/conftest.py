@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,9 +139,21 @@ def build_settings() -> tuple[dict[str, str], list[str]]:
     return build_args, volumes
 
 
-def services_to_build(config: dict[str, Any], project: Path) -> dict[str, tuple[Path, Path, str]]:
-    """{service: (context, dockerfile, image)} for every service compose would build."""
-    found: dict[str, tuple[Path, Path, str]] = {}
+@dataclass(frozen=True)
+class ImageBuild:
+    """What compose would build for one image, as its resolved config says."""
+
+    service: str
+    image: str
+    context: Path
+    dockerfile: Path
+    args: dict[str, str]
+    target: str | None
+
+
+def images_to_build(config: dict[str, Any], project: Path) -> list[ImageBuild]:
+    """One entry per image compose would build (llm and embedder share one image)."""
+    found: dict[str, ImageBuild] = {}
     for name, service in config.get("services", {}).items():
         build = service.get("build")
         if not build:
@@ -148,35 +161,54 @@ def services_to_build(config: dict[str, Any], project: Path) -> dict[str, tuple[
         if isinstance(build, str):
             build = {"context": build}
         context = (project / build.get("context", ".")).resolve()
-        dockerfile = (context / build.get("dockerfile", "Dockerfile")).resolve()
+        raw_args = build.get("args") or {}
+        if isinstance(raw_args, list):
+            raw_args = dict(item.split("=", 1) for item in raw_args)
         image = service.get("image") or f"{name}:latest"
-        found[name] = (context, dockerfile, image)
-    return found
+        found.setdefault(
+            image,
+            ImageBuild(
+                service=name,
+                image=image,
+                context=context,
+                dockerfile=(context / build.get("dockerfile", "Dockerfile")).resolve(),
+                args={str(k): "" if v is None else str(v) for k, v in raw_args.items()},
+                target=build.get("target"),
+            ),
+        )
+    return list(found.values())
 
 
 def prepare_images(stack: ComposeStack, project: Path) -> None:
-    """Stand-ins for every base/registry image, then the project's own images."""
+    """Stand-ins for every base/registry image, then the project's own images.
+
+    Each image gets the build arguments compose would pass (`build.args`) plus the
+    air-gapped build settings its Dockerfile declares.
+    """
     config = stack.config(profiles=ALL_PROFILES)
-    builds = services_to_build(config, project)
-    build_args, volumes = build_settings()
+    builds = images_to_build(config, project)
+    air_gap_args, volumes = build_settings()
     refs: list[str] = []
-    for _, dockerfile, _ in builds.values():
-        declared = pm.declared_build_args(dockerfile)
-        refs += pm.base_images(dockerfile, {k: v for k, v in build_args.items() if k in declared})
-    for name, service in config.get("services", {}).items():
-        if name not in builds and service.get("image"):
+    plans: list[tuple[ImageBuild, dict[str, str]]] = []
+    for build in builds:
+        declared = pm.declared_build_args(build.dockerfile)
+        args = {**build.args, **{k: v for k, v in air_gap_args.items() if k in declared}}
+        plans.append((build, args))
+        refs += pm.base_images(build.dockerfile, args)
+    for service in config.get("services", {}).values():
+        if not service.get("build") and service.get("image"):
             refs.append(service["image"])
     pm.provide_images(refs)
-    # llm and embedder share one image: build each image once
-    unique = {
-        image: (name, context, dockerfile) for name, (context, dockerfile, image) in builds.items()
-    }
-    for image, (name, context, dockerfile) in unique.items():
-        declared = pm.declared_build_args(dockerfile)
-        args = {k: v for k, v in build_args.items() if k in declared}
-        with timed(f"build: {image}"):
+    for build, args in plans:
+        with timed(f"build: {build.image}"):
             pm.build_image(
-                context, dockerfile, image, args, volumes, stack.log_dir / f"build-{name}.log"
+                build.context,
+                build.dockerfile,
+                build.image,
+                args,
+                volumes,
+                stack.log_dir / f"build-{build.service}.log",
+                target=build.target,
             )
 
 

@@ -192,10 +192,15 @@ def build_image(
     build_args: Mapping[str, str],
     volumes: Sequence[str],
     log: Path,
+    target: str | None = None,
     timeout: float = 1800,
 ) -> None:
     """`podman build` with build-time-only settings (mounted files, build arguments)."""
-    argv = ["build", "--pull=never", "--layers", "--file", str(dockerfile), "--tag", tag]
+    # docker format keeps the Dockerfile's HEALTHCHECK (OCI images drop it)
+    argv = ["build", "--pull=never", "--layers", "--format=docker", "--tag", tag]
+    argv += ["--file", str(dockerfile)]
+    if target:
+        argv += ["--target", target]
     for volume in volumes:
         argv += ["--volume", volume]
     for name, value in build_args.items():
