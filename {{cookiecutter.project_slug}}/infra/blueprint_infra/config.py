@@ -182,6 +182,8 @@ class ObservabilityConfig(_Model):
 class KedaConfig(_Model):
     enabled: bool = False
     prometheus_url: str | None = None
+    # PromQL for the queue depth; the default assumes a `service` label naming the Service.
+    query: str | None = None
     queue_threshold: int = Field(default=5, ge=1)
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(default=4, ge=1)

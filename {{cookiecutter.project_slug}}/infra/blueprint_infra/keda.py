@@ -15,7 +15,8 @@ from blueprint_infra.model_service import LLM
 
 
 def queue_query(namespace: str) -> str:
-    return f'sum(vllm:num_requests_waiting{{namespace="{namespace}",service="{LLM.name}"}})'
+    selector = f'namespace="{namespace}",service="{LLM.name}"'
+    return "sum(vllm:num_requests_waiting{" + selector + "})"
 
 
 def create_scaled_object(
@@ -23,7 +24,9 @@ def create_scaled_object(
 ) -> k8s.apiextensions.CustomResource:
     cfg = ctx.config.keda
     assert cfg.prometheus_url is not None  # checked by the config model
-    query = pulumi.Output.from_input(ctx.namespace).apply(queue_query)
+    query: pulumi.Input[str] = cfg.query or pulumi.Output.from_input(ctx.namespace).apply(
+        queue_query
+    )
     return k8s.apiextensions.CustomResource(
         f"{LLM.name}-queue",
         api_version="keda.sh/v1alpha1",

@@ -13,7 +13,6 @@ from typing import Any
 
 from pulumi_policy import (
     EnforcementLevel,
-    Policy,
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
@@ -163,7 +162,7 @@ def forbid_mutable_image_tags(args: ResourceValidationArgs, report: ReportViolat
             report(f"container '{container.get('name')}' uses a mutable image '{image}'", None)
 
 
-POLICIES: list[Policy] = [
+POLICIES: list[ResourceValidationPolicy] = [
     ResourceValidationPolicy(
         name="containers-have-requests-and-limits",
         description="Every container declares CPU and memory requests and limits.",

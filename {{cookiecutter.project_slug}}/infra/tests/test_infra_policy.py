@@ -44,7 +44,11 @@ def violations(validator: Validator, resource_type: str, props: dict[str, Any]) 
         opts=None,  # type: ignore[arg-type]
         provider=None,
     )
-    validator(args, lambda message, urn=None: found.append(message))
+
+    def report(message: str, urn: str | None = None) -> None:
+        found.append(message)
+
+    validator(args, report)
     return found
 
 

@@ -33,7 +33,7 @@ AWS_MODULE = INFRA / "blueprint_infra" / "aws"
 
 
 def is_template() -> bool:
-    return "{{" in (INFRA / "Pulumi.yaml").read_text()
+    return "cookiecutter.project_slug" in (INFRA / "Pulumi.yaml").read_text()
 
 
 def deploy_targets() -> list[str]:
