@@ -67,6 +67,14 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+def _is_retryable(exc: BaseException) -> bool:
+    # A read timeout is not retried: the server may still be working on the request, and
+    # sending it again only adds load to a server that is already too slow.
+    if isinstance(exc, httpx.ReadTimeout):
+        return False
+    return isinstance(exc, _Retryable | httpx.TransportError)
+
+
 class _WaitHonouringRetryAfter:
     """Exponential backoff with jitter, but never shorter than the server's retry-after."""
 
@@ -119,13 +127,13 @@ class OpenAIClient:
         return [str(m.get("id")) for m in response.json().get("data", [])]
 
     async def post_json(
-        self, path: str, body: dict[str, Any], *, salt: str = ""
+        self, path: str, body: dict[str, Any], *, salt: str = "", base_url: str | None = None
     ) -> tuple[dict[str, Any], bool, int, float]:
         """POST with cache, retries and the concurrency limit.
 
         Returns (json body, cached, retries, latency seconds).
         """
-        url = f"{self.base_url}{path}"
+        url = f"{(base_url or self.base_url).rstrip('/')}{path}"
         key = cache_key(url, str(body.get("model", "")), body, salt)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             return hit, True, 0, 0.0
@@ -133,9 +141,7 @@ class OpenAIClient:
         started = time.perf_counter()
         async with self._semaphore:
             retrying = AsyncRetrying(
-                retry=retry_if_exception(
-                    lambda e: isinstance(e, _Retryable | httpx.TransportError)
-                ),
+                retry=retry_if_exception(_is_retryable),
                 stop=stop_after_attempt(self.settings.max_retries + 1),
                 wait=_WaitHonouringRetryAfter(),
                 reraise=True,
@@ -183,7 +189,9 @@ class OpenAIClient:
 
     async def embed(self, texts: list[str], *, model: str | None = None) -> list[list[float]]:
         body = {"model": model or self.settings.embedding_model, "input": texts}
-        data, *_ = await self.post_json("/embeddings", body)
+        data, *_ = await self.post_json(
+            "/embeddings", body, base_url=self.settings.embeddings_base_url
+        )
         rows = sorted(data["data"], key=lambda row: int(row["index"]))
         return [list(map(float, row["embedding"])) for row in rows]
 

@@ -21,6 +21,10 @@ class EvalsSettings(BaseSettings):
     api_key: SecretStr | None = Field(default=None, description="Bearer key for the endpoint.")
     model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    embeddings_base_url: str | None = Field(
+        default=None,
+        description="Where /embeddings lives when not at base_url (a bare model service).",
+    )
     judge_model: str | None = Field(default=None, description="Judge model; defaults to `model`.")
     reports_dir: Path = Path("reports")
     suites_dir: Path = PACKAGE_DIR / "suites"

@@ -7,7 +7,8 @@ proxy, and scripted failures (429/5xx) for the retry logic.
 Script keys: ttft (s), gaps (list of s between text chunks), buffered (bool: hold every
 chunk until the end), usage (bool), answer (non-stream reply), fail_first (int, answer
 the first N chat requests with fail_status), fail_status (int), role_delay (s before the
-role-only chunk). POST /script replaces the script and resets the counters.
+role-only chunk), delay (s before a non-streamed answer).
+POST /script replaces the script and resets the counters.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def build_app(initial_script: dict[str, Any]) -> Starlette:
         model = str(body.get("model", "scripted"))
         if body.get("stream"):
             return StreamingResponse(events(model), media_type="text/event-stream")
+        await asyncio.sleep(float(script.get("delay", 0.0)))
         answer = str(script.get("answer", "The capital of France is Paris."))
         return JSONResponse(
             {

@@ -132,6 +132,16 @@ def test_failing_upstream_fails_the_run_with_exit_code_2(workspace, scripted_ups
     assert "4/4 requests failed" in data["errors"][0]
 
 
+def test_timed_out_requests_are_not_retried(workspace, scripted_upstream, monkeypatch):
+    monkeypatch.setenv("EVALS_REQUEST_TIMEOUT_S", "0.3")
+    upstream = scripted_upstream(answer="Paris", delay=1.0)
+    point_at(monkeypatch, upstream.v1)
+    result = evals("run", "--suite", "mini", "--run-id", "r")
+    assert result.exit_code == 2, result.output
+    assert upstream.stats()["chat_requests"] == 4  # one attempt per sample
+    assert "ReadTimeout" in report_of(workspace, "r")["suites"][0]["samples"][0]["error"]
+
+
 def test_unreachable_endpoint_fails_the_run_with_exit_code_2(workspace, monkeypatch):
     point_at(monkeypatch, f"http://127.0.0.1:{free_port()}/v1")
     result = evals("run", "--suite", "mini", "--run-id", "r")
