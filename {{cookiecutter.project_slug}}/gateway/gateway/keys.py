@@ -3,7 +3,9 @@
 A key record lives in the hash `gw:key:<sha256>` (no TTL, so `volatile-lru` never
 evicts it); `gw:keys` indexes the hashes for listing. Verified records are copied into
 process memory for `key_cache_ttl_seconds`: during a Redis outage only those copies
-are honoured, so an unverified key never gets in.
+are honoured, so an unverified key never gets in. A copy younger than
+`key_refresh_seconds` is used without asking Redis at all (one round trip less per
+request); a revoked key therefore stops working within that time on every replica.
 """
 
 from __future__ import annotations
@@ -107,11 +109,18 @@ class KeyLookupUnavailable(Exception):
 
 
 class KeyStore:
-    def __init__(self, store: RedisStore, master_key: str, cache_ttl_seconds: float) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        master_key: str,
+        cache_ttl_seconds: float,
+        refresh_seconds: float = 0.0,
+    ) -> None:
         self.store = store
         self._master_hash = hash_key(master_key)
         self.master = KeyRecord(id="master", name="master", is_master=True, created_at=0.0)
         self._cache_ttl = cache_ttl_seconds
+        self._refresh = min(refresh_seconds, cache_ttl_seconds)
         self._verified: dict[str, tuple[KeyRecord, float]] = {}
 
     def is_master(self, api_key: str) -> bool:
@@ -122,6 +131,9 @@ class KeyStore:
         key_hash = hash_key(api_key)
         if hmac.compare_digest(key_hash, self._master_hash):
             return self.master
+        fresh = self._verified.get(key_hash)
+        if fresh is not None and time.monotonic() - fresh[1] < self._refresh:
+            return None if fresh[0].expired() else fresh[0]
         try:
             raw = await self._fetch(key_hash)
         except RedisUnavailable:

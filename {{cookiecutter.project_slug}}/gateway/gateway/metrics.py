@@ -7,6 +7,8 @@ The OpenTelemetry GenAI client metrics are exported under their Prometheus names
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -104,6 +106,24 @@ class GatewayMetrics:
             registry=r,
         )
         self.redis_up.set(1)
+        self._children: dict[tuple[str, int, str], tuple[Any, Any, Any]] = {}
+
+    def request_done(
+        self, route: str, status: int, model: str, elapsed: float, upstream: float
+    ) -> None:
+        key = (route, status, model)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, str(status), model),
+                self.duration.labels(route),
+                self.overhead.labels(route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(elapsed)
+        children[2].observe(max(0.0, elapsed - upstream))
+        self.in_flight.dec()
 
     def record_usage(
         self, operation: str, model: str, input_tokens: int, output_tokens: int

@@ -98,10 +98,7 @@ class Exchange:
         self.finished = True
         metrics = self.state.metrics
         elapsed = time.perf_counter() - self.started
-        metrics.requests.labels(self.route, str(status), self.model).inc()
-        metrics.duration.labels(self.route).observe(elapsed)
-        metrics.overhead.labels(self.route).observe(max(0.0, elapsed - self.upstream_seconds))
-        metrics.in_flight.dec()
+        metrics.request_done(self.route, status, self.model, elapsed, self.upstream_seconds)
         if self.state.settings.access_log:
             access_log.info(
                 "request",
@@ -116,12 +113,18 @@ class Exchange:
             )
 
     async def settle(self, actual_tokens: int) -> None:
+        """Replace the token reservation with the real usage, off the request path
+        (until it lands, the larger reservation counts: limits err on the safe side)."""
         if self.settled or self.limit is None or not self.limit.allowed:
             return
         self.settled = True
+        if actual_tokens != self.limit.reserved:
+            self.state.background(self._settle(self.limit, actual_tokens))
+
+    async def _settle(self, limit: LimitDecision, actual_tokens: int) -> None:
         # If Redis is down the reservation stands; it expires with its window.
         with contextlib.suppress(RedisUnavailable):
-            await self.state.limiter.settle(self.key, self.limit, actual_tokens)
+            await self.state.limiter.settle(self.key, limit, actual_tokens)
 
 
 class SSEResponse(StreamingResponse):

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         default=True,
         description="Serve without limits while Redis is down (false: refuse with 503).",
     )
+    key_refresh_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="Reuse a verified key without asking Redis for this long (0: always ask).",
+    )
     key_cache_ttl_seconds: float = Field(
         default=60.0,
         ge=0,

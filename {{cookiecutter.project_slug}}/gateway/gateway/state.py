@@ -7,7 +7,10 @@ reach the same pools, limits and caches.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from starlette.requests import HTTPConnection
 
@@ -30,18 +33,30 @@ class GatewayState:
         self.settings = settings
         self.metrics = GatewayMetrics()
         self.store = RedisStore(settings)
-        self.keys = KeyStore(self.store, settings.master_key, settings.key_cache_ttl_seconds)
+        self.keys = KeyStore(
+            self.store,
+            settings.master_key,
+            settings.key_cache_ttl_seconds,
+            settings.key_refresh_seconds,
+        )
         self.limiter = RateLimiter(self.store)
         self.cache = ExactCache(self.store, settings.cache_version, settings.cache_ttl_seconds)
         self.router = Router(settings, self.metrics)
         self.semantic = SemanticCache(settings, self.store, self.embed_one)
         self.guardrails = Guardrails(settings)
+        self._background: set[asyncio.Task[None]] = set()
         self.tracing = configure_tracing()
         if self.tracing:
             from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
             for upstream in self.router.upstreams:
                 HTTPXClientInstrumentor.instrument_client(upstream.client)
+
+    def background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run bookkeeping off the request path (kept referenced until done)."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def embed_one(self, text: str) -> list[float]:
         return (await self.router.embed([text], self.settings.embedding_model))[0]
@@ -52,6 +67,8 @@ class GatewayState:
         await self.semantic.check_search_module()
 
     async def stop(self) -> None:
+        if self._background:
+            await asyncio.wait(self._background, timeout=5)
         await self.semantic.close()
         await self.router.close()
         await self.store.close()

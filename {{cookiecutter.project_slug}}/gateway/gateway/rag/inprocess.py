@@ -26,6 +26,7 @@ ASGIApp = Callable[
 ]
 
 _END = object()
+DISCONNECT_GRACE_SECONDS = 5.0
 
 
 class _QueueStream(httpx.AsyncByteStream):
@@ -47,7 +48,12 @@ class _QueueStream(httpx.AsyncByteStream):
             yield item
 
     async def aclose(self) -> None:
+        # Tell the app the client left (as a server would), give it a moment to wind
+        # down on its own (release reservations, record metrics), then stop it.
         self._disconnected.set()
+        if not self._task.done():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._task), DISCONNECT_GRACE_SECONDS)
         if not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
