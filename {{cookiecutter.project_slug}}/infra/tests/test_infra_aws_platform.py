@@ -82,6 +82,8 @@ def test_cluster_nodes_live_in_private_subnets(stack: Captured) -> None:
     assert cluster.inputs["nodeAssociatePublicIpAddress"] is False
     assert cluster.inputs["privateSubnetIds"] == ["subnet-private-a", "subnet-private-b"]
     assert cluster.inputs["version"] == "1.33"
+    # Without the VPC CNI policy agent the app's NetworkPolicies would be ignored.
+    assert cluster.inputs["vpcCniOptions"]["enableNetworkPolicy"] is True
 
 
 def test_gpu_node_group_uses_the_al2023_nvidia_ami_with_a_taint(stack: Captured) -> None:

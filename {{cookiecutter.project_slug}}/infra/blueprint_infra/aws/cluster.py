@@ -106,6 +106,8 @@ def create_cluster(
         skip_default_node_group=True,
         instance_roles=[role],
         create_oidc_provider=True,
+        # The VPC CNI enforces NetworkPolicies only with its policy agent switched on.
+        vpc_cni_options=eks.VpcCniOptionsArgs(enable_network_policy=True),
         enabled_cluster_log_types=["api", "audit", "authenticator"],
         opts=opts,
     )
