@@ -141,7 +141,9 @@ async def test_ingestion_and_retrieval_record_spans(
     assert retrieve["rag.top_k"] == 3
     assert retrieve["rag.score_threshold"] == 0.1
     assert retrieve["rag.results"] == len(documents)
-    assert list(retrieve["rag.scores"]) == [round(d.metadata["score"], 4) for d in documents]
+    scores = retrieve["rag.scores"]
+    assert isinstance(scores, tuple | list)
+    assert list(scores) == [round(d.metadata["score"], 4) for d in documents]
 
 
 def test_settings_reject_inconsistent_values(monkeypatch: pytest.MonkeyPatch) -> None:
