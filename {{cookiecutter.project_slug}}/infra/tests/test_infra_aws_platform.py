@@ -67,6 +67,19 @@ def test_components_and_platform_resources_exist(stack: Captured) -> None:
     } <= types
 
 
+def test_cluster_gets_the_volume_driver_and_metrics_api(stack: Captured) -> None:
+    addons = {r.inputs["addonName"]: r.inputs for r in stack.of_type("aws:eks/addon:Addon")}
+    assert set(addons) == {"aws-ebs-csi-driver", "metrics-server"}
+    assert {a["clusterName"] for a in addons.values()} == {"genai-app"}
+    assert len(stack.of_type("aws:iam/role:Role")) == 1
+    policies = {
+        r.inputs["policyArn"]
+        for r in stack.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    }
+    assert "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy" in policies
+    assert "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy" in policies
+
+
 def test_vpc_tags_subnets_for_load_balancers(stack: Captured) -> None:
     (vpc,) = stack.of_type("awsx:ec2:Vpc")
     specs = {spec["type"]: spec["tags"] for spec in vpc.inputs["subnetSpecs"]}

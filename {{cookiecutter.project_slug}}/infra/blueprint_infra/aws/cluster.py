@@ -23,7 +23,13 @@ NODE_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
     "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
     "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+    # The EBS CSI driver (volume claims for Redis and the weight cache) runs with the
+    # node's role; use EKS Pod Identity instead if nodes must not manage volumes.
+    "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy",
 )
+# EKS leaves these out of a new cluster: volumes need the CSI driver, the gateway's
+# HorizontalPodAutoscaler needs the metrics API.
+ADDONS = ("aws-ebs-csi-driver", "metrics-server")
 
 
 @dataclass(frozen=True)
@@ -112,7 +118,7 @@ def create_cluster(
         opts=opts,
     )
     node_opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=cluster))
-    _node_group(
+    system_nodes = _node_group(
         f"{name}-system",
         cluster,
         role,
@@ -123,6 +129,16 @@ def create_cluster(
         taints=[],
         opts=node_opts,
     )
+    for addon in ADDONS:
+        aws.eks.Addon(
+            f"{name}-{addon}",
+            cluster_name=name,
+            addon_name=addon,
+            resolve_conflicts_on_create="OVERWRITE",
+            opts=pulumi.ResourceOptions.merge(
+                node_opts, pulumi.ResourceOptions(depends_on=[system_nodes])
+            ),
+        )
     gpu_nodes = None
     if cfg.gpu_nodes is not None:
         gpu_nodes = _node_group(
