@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,46 +163,55 @@ def run_program(
     stack: str = "test",
     project: str = PROJECT,
 ) -> Captured:
-    """Run `program` once under fresh mocks, on its own event loop, and capture everything."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
+    """Run `program` once under fresh mocks and capture everything it registers.
+
+    The run happens in a worker thread with its own event loop and context, so the Pulumi
+    runtime's global state and loop never touch the caller's (pytest-asyncio's loop included).
+    """
     mocks = RecordingMocks(outputs or {}, calls or {})
     captured = Captured(mocks.resources)
-    try:
-        pulumi.runtime.set_mocks(
-            mocks,
-            project=project,
-            stack=stack,
-            preview=False,
-            monitor=_PlainReferenceMonitor(mocks),
-        )
-        runtime_config.set_all_config(
-            stack_config(config, project), [f"{project}:{key}" for key in secret_keys]
-        )
 
-        @pulumi.runtime.test
-        def run() -> pulumi.Output[Any]:
-            result = program()
-
-            def keep(values: list[Any]) -> None:
-                captured.outputs.update(zip(result.keys(), values, strict=True))
-
-            async def secrets() -> None:
-                for key, value in result.items():
-                    if isinstance(value, pulumi.Output) and await value.is_secret():
-                        captured.secret_outputs.add(key)
-
-            return (
-                pulumi.Output.all(*result.values())
-                .apply(keep)
-                .apply(lambda _: asyncio.ensure_future(secrets()))
+    def in_worker() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            pulumi.runtime.set_mocks(
+                mocks,
+                project=project,
+                stack=stack,
+                preview=False,
+                monitor=_PlainReferenceMonitor(mocks),
+            )
+            runtime_config.set_all_config(
+                stack_config(config, project), [f"{project}:{key}" for key in secret_keys]
             )
 
-        run()
-    finally:
-        runtime_config.set_all_config({}, [])
-        loop.close()
-        asyncio.set_event_loop(None)
+            @pulumi.runtime.test
+            def run() -> pulumi.Output[Any]:
+                result = program()
+
+                def keep(values: list[Any]) -> None:
+                    captured.outputs.update(zip(result.keys(), values, strict=True))
+
+                async def secrets() -> None:
+                    for key, value in result.items():
+                        if isinstance(value, pulumi.Output) and await value.is_secret():
+                            captured.secret_outputs.add(key)
+
+                return (
+                    pulumi.Output.all(*result.values())
+                    .apply(keep)
+                    .apply(lambda _: asyncio.ensure_future(secrets()))
+                )
+
+            run()
+        finally:
+            runtime_config.set_all_config({}, [])
+            loop.close()
+            asyncio.set_event_loop(None)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pulumi-mocks") as worker:
+        worker.submit(in_worker).result()
     return captured
 
 
