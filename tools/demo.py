@@ -41,7 +41,7 @@ START_TIMEOUT = 900.0
 STOP_TIMEOUT = 60.0
 PORTS = ("GATEWAY_PORT", "LLM_PORT", "EMBEDDER_PORT", "DEV_REDIS_PORT")
 
-console = Console()
+console = Console(soft_wrap=True)
 
 
 def step(number: int, text: str) -> None:
@@ -115,11 +115,16 @@ def run_make(project: Path, *args: str, env: dict[str, str]) -> None:
 
 
 class DevStack:
-    """`make dev` in the background, its output echoed dimmed, stopped like Ctrl-C."""
+    """`make dev` in the background, stopped like Ctrl-C.
+
+    Its full output goes to a log file; the stack's own progress lines (from the
+    `devstack` watcher and honcho's `system` lines) are echoed here.
+    """
 
     def __init__(self, project: Path, env: dict[str, str]) -> None:
         command = ["make", "dev", f"PYTHON={sys.executable}"]
-        console.print(f"$ {' '.join(command)}", style="dim", highlight=False)
+        self.log_path = DEMO_DIR / "make-dev.log"
+        console.print(f"$ {' '.join(command)}   (full log: {self.log_path.relative_to(ROOT)})")
         self.process = subprocess.Popen(
             command,
             cwd=project,
@@ -135,15 +140,25 @@ class DevStack:
 
     def _pump(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-            console.print(line.rstrip(), style="dim", highlight=False, markup=False)
+        with self.log_path.open("w") as log:
+            for line in self.process.stdout:
+                self.output.append(line)
+                log.write(line)
+                log.flush()
+                if any(f" {name} " in line[:20] for name in ("devstack", "system")):
+                    console.print(line.rstrip(), style="dim", highlight=False, markup=False)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "".join(self.output[-lines:])
 
     def wait_ready(self, url: str) -> float:
         started = time.monotonic()
         while time.monotonic() - started < START_TIMEOUT:
             if self.process.poll() is not None:
-                raise RuntimeError(f"make dev exited ({self.process.returncode}) before ready")
+                raise RuntimeError(
+                    f"make dev exited ({self.process.returncode}) before it was ready:\n"
+                    + self.log_tail()
+                )
             if any("stack ready" in line for line in self.output[-50:]):
                 with httpx.Client(timeout=5) as client:
                     if client.get(url).status_code == 200:
