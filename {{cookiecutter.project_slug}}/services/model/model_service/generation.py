@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,15 @@ def resolve_dtype(name: str) -> torch.dtype:
     return dtype
 
 
+def kv_bytes_per_token(model: Any) -> int:
+    config = model.config.get_text_config()
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    element = torch.finfo(model.dtype).bits // 8
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * element
+
+
 class GenerationEngine:
     def __init__(
         self, model: Any, tokenizer: Any, options: EngineOptions, metrics: ServiceMetrics
@@ -92,6 +101,7 @@ class GenerationEngine:
         max_num_seqs: int,
         max_queue: int,
         max_batch_tokens: int,
+        kv_cache_gib: float = 1.0,
         quantization: str | None = None,
     ) -> GenerationEngine:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -104,9 +114,9 @@ class GenerationEngine:
             )
         limit = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
         model_len = min(max_model_len or limit, limit)
-        # Every running sequence may reach max_model_len; the cache holds that for a
-        # quarter of the batch, the scheduler queues the rest until blocks free up.
-        kv_tokens = max(model_len, model_len * max_num_seqs // 4, PAGE_SIZE * 8)
+        # A fixed memory budget, as vLLM's VLLM_CPU_KVCACHE_SPACE: when it is full the
+        # scheduler keeps new requests waiting until running ones free their blocks.
+        kv_tokens = max(model_len, int(kv_cache_gib * 2**30) // kv_bytes_per_token(model))
         options = EngineOptions(model_len, max_num_seqs, max_queue, max_batch_tokens, kv_tokens)
         return cls(model, tokenizer, options, metrics)
 
@@ -178,7 +188,9 @@ class GenerationEngine:
 
     # -- generation --------------------------------------------------------------------
 
-    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
+    async def generate(
+        self, prompt_ids: list[int], params: SamplingParams
+    ) -> AsyncGenerator[Delta, None]:
         """Stream the completion of `prompt_ids` as text deltas; the last one has a finish
         reason. Closing the iterator early cancels the request and frees its slot."""
         limit = self.options.max_num_seqs + self.options.max_queue

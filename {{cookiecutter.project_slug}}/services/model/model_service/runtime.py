@@ -79,6 +79,7 @@ class Runtime:
                 max_num_seqs=settings.max_num_seqs,
                 max_queue=settings.max_queue,
                 max_batch_tokens=settings.max_batch_tokens,
+                kv_cache_gib=settings.kv_cache_gib,
                 quantization=settings.quantization,
             )
         log.info("model ready in %.1fs", time.perf_counter() - started)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers.generation.continuous_batching.cb_logits_processors import (
@@ -71,7 +72,7 @@ class PerRequestSampler(ContinuousBatchingLogitsProcessor):
     def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
         int32_tensor.fill_(0)  # slot 0 is never registered: greedy
 
-    def prepare_tensor_args(self, requests_with_new_token: list) -> torch.Tensor:  # type: ignore[type-arg]
+    def prepare_tensor_args(self, requests_with_new_token: list[Any]) -> torch.Tensor:
         slots = [r.state.logit_processor_kwargs.get(SLOT_KWARG, 0) for r in requests_with_new_token]
         return torch.tensor(slots, dtype=torch.int32, device="cpu")
 

@@ -27,46 +27,59 @@ class ModelSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODEL_", extra="ignore")
 
     source: str = Field(
-        DEFAULT_LLM,
+        default=DEFAULT_LLM,
         description="Hugging Face hub id, local model directory or local .gguf file.",
     )
     served_name: str | None = Field(
-        None, description="Name clients send as `model`; defaults to the source's model id."
+        default=None, description="Name clients send as `model`; defaults to the source's model id."
     )
     task: Task = "generate"
     backend: Backend = "auto"
     dtype: DType = Field(
-        "auto", description="auto = float16 on GPU, float32 on CPU (bfloat16 is faster on CPU)."
+        default="auto",
+        description="auto = float16 on GPU, float32 on CPU (bfloat16 is faster on CPU).",
     )
     max_model_len: int | None = Field(
-        None, ge=16, description="Prompt + completion tokens; defaults to the model's own limit."
+        default=None,
+        ge=16,
+        description="Prompt + completion tokens; defaults to the model's own limit.",
     )
-    max_num_seqs: int = Field(64, ge=1, description="Sequences generated together (batch).")
+    max_num_seqs: int = Field(default=64, ge=1, description="Sequences generated together (batch).")
     max_queue: int = Field(
-        256, ge=0, description="Requests allowed to wait beyond max_num_seqs before 503."
+        default=256, ge=0, description="Requests allowed to wait beyond max_num_seqs before 503."
     )
     max_batch_tokens: int = Field(
-        512, ge=16, description="transformers backend: tokens per forward pass (prefill chunk)."
+        default=512,
+        ge=16,
+        description="transformers backend: tokens per forward pass (prefill chunk).",
+    )
+    kv_cache_gib: float = Field(
+        default=1.0, gt=0, description="transformers backend: memory for the paged KV cache (GiB)."
     )
     host: str = "0.0.0.0"
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(default=8000, ge=1, le=65535)
     models_dir: Path = Field(
-        Path("models"), validation_alias=AliasChoices("MODELS_DIR", "MODEL_MODELS_DIR")
+        default=Path("models"), validation_alias=AliasChoices("MODELS_DIR", "MODEL_MODELS_DIR")
     )
 
     # vLLM pass-through options.
     vllm_python: str = Field(
-        sys.executable, description="Interpreter of the environment that has vLLM installed."
+        default=sys.executable,
+        description="Interpreter of the environment that has vLLM installed.",
     )
-    tensor_parallel_size: int = Field(1, ge=1)
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     quantization: str | None = Field(
-        None,
+        default=None,
         description="vLLM: awq, gptq, fp8, ...; transformers: int8 (dynamic, CPU).",
     )
-    vllm_extra_args: str = Field("", description="Extra vLLM server arguments (shell syntax).")
+    vllm_extra_args: str = Field(
+        default="", description="Extra vLLM server arguments (shell syntax)."
+    )
     vllm_cpu_kvcache_space: int = Field(
-        4, ge=1, description="GiB of KV cache vLLM reserves on CPU (VLLM_CPU_KVCACHE_SPACE)."
+        default=4,
+        ge=1,
+        description="GiB of KV cache vLLM reserves on CPU (VLLM_CPU_KVCACHE_SPACE).",
     )
 
     @field_validator("served_name", "quantization", mode="before")

