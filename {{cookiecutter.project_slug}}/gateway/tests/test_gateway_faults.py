@@ -164,8 +164,9 @@ def test_redis_outage_degrades_without_hanging(gateway_factory, redis_factory, m
         "GATEWAY_UPSTREAMS": upstreams_env(("mock", mock_upstream.base_url, [MOCK_LLM])),
         "GATEWAY_REDIS_BREAKER_RESET_SECONDS": "0.5",
     }
-    fail_open = gateway_factory(redis.url, **env)
-    fail_closed = gateway_factory(redis.url, GATEWAY_RATE_LIMIT_FAIL_OPEN="false", **env)
+    fail_open, fail_closed = gateway_factory(
+        redis.url, {**env, "GATEWAY_RATE_LIMIT_FAIL_OPEN": "false"}, **env
+    )
     used_key = fail_open.create_key("used", rpm=1000)
     limited_key = fail_closed.create_key("limited", rpm=1000)
     unused_key = fail_open.create_key("never-used")

@@ -89,11 +89,12 @@ def guarded(tmp_path_factory, redis_server, mock_upstream):
         "GATEWAY_MAX_PROMPT_CHARS": "2000",
     }
     try:
-        blocking = make(
-            redis_server.url, GATEWAY_PII_INPUT="block", GATEWAY_PII_OUTPUT="redact", **env
-        )
-        redacting = make(
-            redis_server.url, GATEWAY_PII_INPUT="redact", GATEWAY_PII_OUTPUT="block", **env
+        blocking, redacting = make(
+            redis_server.url,
+            {**env, "GATEWAY_PII_INPUT": "redact", "GATEWAY_PII_OUTPUT": "block"},
+            GATEWAY_PII_INPUT="block",
+            GATEWAY_PII_OUTPUT="redact",
+            **env,
         )
         yield blocking, redacting
     finally:

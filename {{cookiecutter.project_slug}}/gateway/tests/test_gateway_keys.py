@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
 from gateway.keys import hash_key
-from tests.support.gateway import MOCK_LLM, PROJECT_ROOT, GatewayProcess
+from tests.support.gateway import MOCK_LLM, GatewayProcess
 
 
-def _cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        "GATEWAY_REDIS_URL": redis_url,
-        "PYTHONPATH": f"{PROJECT_ROOT / 'gateway'}:{PROJECT_ROOT}",
-        "PATH": "/usr/bin:/bin",
-        "COLUMNS": "200",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "keys", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def _cli(redis_url: str, *args: str):
+    # In-process through typer's runner: the same code path as `python -m gateway
+    # keys ...` without paying the interpreter start-up for every command.
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    return CliRunner().invoke(app, ["keys", *args], env={"GATEWAY_REDIS_URL": redis_url})
 
 
 def _chat(gateway: GatewayProcess, key: str, model: str = MOCK_LLM, **extra):
@@ -40,7 +31,7 @@ def _chat(gateway: GatewayProcess, key: str, model: str = MOCK_LLM, **extra):
 
 def test_cli_create_list_revoke(mock_gateway: GatewayProcess, redis_search_server) -> None:
     created = _cli(redis_search_server.url, "create", "--name", "cli-test", "--rpm", "100")
-    assert created.returncode == 0, created.stderr
+    assert created.exit_code == 0, created.output
     api_key = created.stdout.strip().splitlines()[-1]
     assert api_key.startswith("sk-gw-")
     assert _chat(mock_gateway, api_key).status_code == 200
@@ -52,17 +43,17 @@ def test_cli_create_list_revoke(mock_gateway: GatewayProcess, redis_search_serve
     assert all(api_key not in str(record) for record in stored)
 
     listed = _cli(redis_search_server.url, "list")
-    assert listed.returncode == 0 and "cli-test" in listed.stdout
+    assert listed.exit_code == 0 and "cli-test" in listed.stdout
     assert api_key not in listed.stdout
 
     revoked = _cli(redis_search_server.url, "revoke", "cli-test")
-    assert revoked.returncode == 0 and "Revoked" in revoked.stdout
+    assert revoked.exit_code == 0 and "Revoked" in revoked.stdout
     # Replicas reuse a verified key for GATEWAY_KEY_REFRESH_SECONDS (2 s by default).
     deadline = time.monotonic() + 5
     while _chat(mock_gateway, api_key).status_code != 401:
         assert time.monotonic() < deadline, "revoked key still accepted"
         time.sleep(0.2)
-    assert _cli(redis_search_server.url, "revoke", "cli-test").returncode == 1
+    assert _cli(redis_search_server.url, "revoke", "cli-test").exit_code == 1
 
 
 def test_missing_and_invalid_keys(mock_gateway: GatewayProcess) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 
 import httpx
@@ -68,9 +69,9 @@ def replicas(tmp_path_factory, redis_server):
         "GATEWAY_CACHE_ENABLED": "false",
     }
     try:
-        first = make(redis_server.url, **env)
-        second = make(redis_server.url, GATEWAY_MASTER_KEY=first.master_key, **env)
-        second.master_key = first.master_key
+        # Replicas of one deployment: same settings, master key included.
+        env["GATEWAY_MASTER_KEY"] = "sk-test-replicas-" + secrets.token_hex(8)
+        first, second = make(redis_server.url, env, **env)
         yield first, second, mock
     finally:
         for process in started:

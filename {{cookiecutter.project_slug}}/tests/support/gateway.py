@@ -85,11 +85,12 @@ class GatewayProcess(ManagedProcess):
         self, name: str, log_dir: Path, redis_url: str, env: Mapping[str, str] | None = None
     ) -> None:
         self.port = free_port()
-        self.master_key = "sk-test-" + secrets.token_urlsafe(16)
+        self.master_key = (env or {}).get("GATEWAY_MASTER_KEY") or (
+            "sk-test-" + secrets.token_urlsafe(16)
+        )
         base_env = {
             "GATEWAY_HOST": "127.0.0.1",
             "GATEWAY_PORT": str(self.port),
-            "GATEWAY_MASTER_KEY": self.master_key,
             "GATEWAY_REDIS_URL": redis_url,
             "GATEWAY_LOG_LEVEL": "INFO",
             "OTEL_SDK_DISABLED": "true",
@@ -98,7 +99,7 @@ class GatewayProcess(ManagedProcess):
             name,
             python_module("gateway", "serve"),
             log_dir,
-            env={**base_env, **(env or {})},
+            env={**base_env, **(env or {}), "GATEWAY_MASTER_KEY": self.master_key},
             cwd=log_dir,  # no project .env is read by accident
         )
 
@@ -112,7 +113,7 @@ class GatewayProcess(ManagedProcess):
 
     def start(self) -> GatewayProcess:
         super().start()
-        self.wait_http(f"{self.base_url}/healthz", timeout=60)
+        self.wait_http(f"{self.base_url}/healthz", timeout=90)
         return self
 
     def create_key(self, name: str, **limits: Any) -> str:
@@ -132,7 +133,7 @@ def _pythonpath() -> str:
     return ":".join(parts)
 
 
-GatewayFactory = Callable[..., GatewayProcess]
+GatewayFactory = Callable[..., Any]  # one GatewayProcess, or a list when given several envs
 MockFactory = Callable[..., MockUpstream]
 
 
@@ -154,11 +155,19 @@ def gateway_launcher(log_dir: Path) -> tuple[GatewayFactory, list[GatewayProcess
     """(make, started): for fixtures of any scope; the caller stops `started`."""
     started: list[GatewayProcess] = []
 
-    def make(redis_url: str, **env: str) -> GatewayProcess:
-        full_env = {"PYTHONPATH": _pythonpath(), **{k.upper(): v for k, v in env.items()}}
-        gateway = GatewayProcess(f"gateway-{len(started)}", log_dir, redis_url, full_env)
-        started.append(gateway)
-        return gateway.start()
+    def make(redis_url: str, *more: Mapping[str, str], **env: str) -> Any:
+        """One gateway, or with extra env mappings in `more` several started together
+        (their startups overlap); then a list, the first built from `env`."""
+        gateways = []
+        for overrides in (env, *more):
+            full_env = {"PYTHONPATH": _pythonpath(), **{k.upper(): v for k, v in overrides.items()}}
+            gateway = GatewayProcess(f"gateway-{len(started)}", log_dir, redis_url, full_env)
+            started.append(gateway)
+            gateways.append(gateway)
+            ManagedProcess.start(gateway)
+        for gateway in gateways:
+            gateway.wait_http(f"{gateway.base_url}/healthz", timeout=90)
+        return gateways if more else gateways[0]
 
     return make, started
 
