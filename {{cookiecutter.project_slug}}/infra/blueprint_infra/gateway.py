@@ -233,24 +233,12 @@ def gateway_url(
     if cfg.service_type == "LoadBalancer":
         scheme = "https" if cfg.load_balancer_tls_certificate else "http"
         port = "" if cfg.load_balancer_tls_certificate else f":{PORT}"
-
-        def from_status(status: Any) -> str:
-            ingress = ((status or {}).get("load_balancer") or {}).get("ingress") or [{}]
-            host = ingress[0].get("hostname") or ingress[0].get("ip") or "pending"
-            return f"{scheme}://{host}{port}/v1"
-
-        return service.status.apply(lambda s: from_status(_as_dict(s)))
+        return service.status.apply(lambda status: f"{scheme}://{_address(status)}{port}/v1")
     return pulumi.Output.format("http://{0}.{1}.svc.cluster.local:{2}/v1", NAME, namespace, PORT)
 
 
-def _as_dict(value: Any) -> Any:
-    if value is None or isinstance(value, dict):
-        return value
-    return {
-        "load_balancer": {
-            "ingress": [
-                {"hostname": getattr(i, "hostname", None), "ip": getattr(i, "ip", None)}
-                for i in (getattr(getattr(value, "load_balancer", None), "ingress", None) or [])
-            ]
-        }
-    }
+def _address(status: Any) -> str:
+    """The load balancer's hostname or IP, or "pending" until the cloud assigns one."""
+    ingress = getattr(getattr(status, "load_balancer", None), "ingress", None) or []
+    first = ingress[0] if ingress else None
+    return getattr(first, "hostname", None) or getattr(first, "ip", None) or "pending"
