@@ -36,8 +36,8 @@ INFRA = ["infra/Pulumi.yaml", "infra/__main__.py", "docs/deploy.md"]
 RAG = ["gateway/gateway/rag", "docs/rag.md", "evals/evals/datasets/rag.jsonl"]
 OPTION_PATHS: dict[tuple[str, str], tuple[list[str], list[str]]] = {
     # (option, value): (must exist, must not exist)
-    ("deploy_target", "kubernetes"): (INFRA, []),
-    ("deploy_target", "aws-eks"): (INFRA, []),
+    ("deploy_target", "kubernetes"): (INFRA, ["infra/blueprint_infra/aws"]),
+    ("deploy_target", "aws-eks"): ([*INFRA, "infra/blueprint_infra/aws/__init__.py"], []),
     ("deploy_target", "none"): ([], ["infra", "docs/deploy.md"]),
     ("enable_rag", "yes"): (RAG, []),
     ("enable_rag", "no"): ([], RAG),
