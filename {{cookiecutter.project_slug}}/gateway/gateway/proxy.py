@@ -206,9 +206,16 @@ async def read_payload(request: Request, state: GatewayState, spec: RouteSpec) -
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise GatewayError(413, f"Request body exceeds {limit} bytes.", code="body_too_large")
-    body = await request.body()
-    if len(body) > limit:
-        raise GatewayError(413, f"Request body exceeds {limit} bytes.", code="body_too_large")
+    # Read incrementally so a chunked upload without content-length cannot make the
+    # gateway buffer more than the limit.
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise GatewayError(413, f"Request body exceeds {limit} bytes.", code="body_too_large")
+        parts.append(part)
+    body = b"".join(parts)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:

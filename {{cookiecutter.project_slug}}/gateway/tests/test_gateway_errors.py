@@ -98,3 +98,17 @@ def test_unknown_route_and_method(mock_gateway: GatewayProcess) -> None:
 def test_invalid_key_is_401_before_the_body_is_read(mock_gateway: GatewayProcess) -> None:
     response = _post(mock_gateway, b"not json", authorization="Bearer sk-wrong")
     assert response.status_code == 401
+
+
+def test_huge_chunked_body_without_length_is_413(mock_gateway: GatewayProcess) -> None:
+    def chunks():
+        yield b'{"model": "'
+        for _ in range(40):
+            yield b"x" * 65536
+
+    response = httpx.post(
+        f"{mock_gateway.base_url}/v1/chat/completions",
+        content=chunks(),
+        headers={**mock_gateway.headers, "content-type": "application/json"},
+    )
+    assert response.status_code == 413
