@@ -263,3 +263,33 @@ def test_requires_an_api_key(rag_gateway: GatewayProcess, collection: str) -> No
     )
     assert response.status_code == 401
     assert response.json()["error"]["type"] == "authentication_error"
+
+
+def test_model_calls_count_against_the_callers_limits(
+    rag_gateway: GatewayProcess, collection: str
+) -> None:
+    # One answered question costs two requests: the question's embedding and the answer.
+    key = rag_gateway.create_key(f"rag-limited-{secrets.token_hex(3)}", rpm=2)
+    text = "Which team maintains the caching layer?"
+    assert ask(rag_gateway, question(text, collection), key).status_code == 200
+
+    limited = ask(rag_gateway, question(text, collection), key)
+
+    assert limited.status_code == 429, limited.text
+    assert limited.json()["error"]["type"] == "rate_limit_error"
+    assert int(limited.headers["retry-after"]) >= 1
+
+
+def test_model_calls_show_in_the_gateway_metrics(
+    rag_gateway: GatewayProcess, collection: str
+) -> None:
+    def embedding_requests() -> float:
+        total = 0.0
+        for line in rag_gateway.metrics_text().splitlines():
+            if line.startswith("gateway_requests_total{") and f'model="{MOCK_EMBEDDER}"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    before = embedding_requests()
+    ask(rag_gateway, question("Which team maintains the caching layer?", collection))
+    assert embedding_requests() == before + 1

@@ -181,19 +181,33 @@ async def _model_call(call: Awaitable[T]) -> T:
     try:
         return await _redis(call)
     except openai.APIStatusError as exc:
-        raise GatewayError(exc.status_code, _openai_message(exc), code="model_call_failed") from exc
+        raise GatewayError(
+            exc.status_code,
+            _openai_message(exc),
+            code="model_call_failed",
+            headers=_retry_after(exc.response.headers.get("retry-after")),
+        ) from exc
     except openai.APITimeoutError as exc:
         raise GatewayError(504, "The model did not answer in time.", code="timeout") from exc
     except openai.APIConnectionError as exc:
         raise GatewayError(502, "The model could not be reached.", code="upstream_error") from exc
     except EmbeddingError as exc:
-        raise GatewayError(exc.status or 502, str(exc), code="embedding_failed") from exc
+        raise GatewayError(
+            exc.status or 502,
+            str(exc),
+            code="embedding_failed",
+            headers=_retry_after(exc.retry_after),
+        ) from exc
     except CollectionNotFoundError as exc:
         raise GatewayError(
             404, f"Collection {exc} does not exist.", code="collection_not_found"
         ) from exc
     except DimensionMismatchError as exc:
         raise GatewayError(400, str(exc), param="collection", code="embedding_mismatch") from exc
+
+
+def _retry_after(value: str | None) -> dict[str, str]:
+    return {"retry-after": value} if value else {}
 
 
 def _openai_message(exc: openai.APIStatusError) -> str:

@@ -17,9 +17,12 @@ from langchain_core.embeddings import Embeddings
 class EmbeddingError(RuntimeError):
     """The embedding endpoint failed or answered with something unusable."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 class OpenAICompatibleEmbeddings(Embeddings):
@@ -43,6 +46,7 @@ class OpenAICompatibleEmbeddings(Embeddings):
             raise EmbeddingError(
                 f"embedding endpoint answered {response.status_code}: {_error_message(response)}",
                 status=response.status_code,
+                retry_after=response.headers.get("retry-after"),
             )
         data = sorted(response.json()["data"], key=lambda item: item["index"])
         if len(data) != len(texts):
