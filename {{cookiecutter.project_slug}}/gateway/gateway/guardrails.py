@@ -170,3 +170,35 @@ class Guardrails:
                 )
             return text
         return redact_pii(text)
+
+
+class OutputStreamFilter:
+    """Applies the output policy to streamed text across chunk boundaries.
+
+    A model streams an e-mail address or card number over several chunks, so each
+    chunk alone would pass. The filter holds back the last `HOLD_CHARS` characters
+    (longer than any entity it looks for) and never cuts through a match, so every
+    entity is checked whole; `flush` releases the rest at the end of the stream.
+    """
+
+    HOLD_CHARS = 64
+
+    def __init__(self, guardrails: Guardrails) -> None:
+        self.guardrails = guardrails
+        self.pending = ""
+
+    def feed(self, text: str) -> str:
+        self.pending += text
+        split = len(self.pending) - self.HOLD_CHARS
+        if split <= 0:
+            return ""
+        for kind in PII_KINDS:
+            for match in kind.pattern.finditer(self.pending):
+                if match.start() < split < match.end():
+                    split = match.start()
+        released, self.pending = self.pending[:split], self.pending[split:]
+        return self.guardrails.filter_output(released)
+
+    def flush(self) -> str:
+        released, self.pending = self.pending, ""
+        return self.guardrails.filter_output(released)

@@ -29,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 from gateway import sse
 from gateway.cache import bypass_requested, is_deterministic
 from gateway.errors import GatewayError, error_body
-from gateway.guardrails import GuardrailViolation
+from gateway.guardrails import GuardrailViolation, OutputStreamFilter
 from gateway.keys import KeyRecord
 from gateway.ratelimit import LimitDecision
 from gateway.redis_store import RedisUnavailable
@@ -667,7 +667,9 @@ async def _relay(
     state = exchange.state
     route = exchange.route
     assembler = sse.StreamAssembler("chat" if route == "chat" else "completion")
-    filter_output = state.guardrails.pii_output != "off"
+    filters: dict[int, OutputStreamFilter] | None = (
+        {} if state.guardrails.pii_output != "off" else None
+    )
     first_token_seen = False
     completed = False
     status = 200
@@ -690,7 +692,9 @@ async def _relay(
                     error = "upstream_error"
                     yield sse.format_event(data)
                     break
-                assembler.add(chunk)
+                if filters is not None and _filter_stream_chunk(exchange, chunk, filters):
+                    data = orjson.dumps(chunk)
+                assembler.add(chunk)  # after filtering: the cache keeps what clients saw
                 if not first_token_seen and assembler.text:
                     first_token_seen = True
                     state.metrics.ttft.labels(exchange.model).observe(
@@ -701,9 +705,15 @@ async def _relay(
                         continue
                     chunk["usage"] = None
                     data = orjson.dumps(chunk)
-                if filter_output and _filter_stream_chunk(exchange, chunk):
-                    data = orjson.dumps(chunk)
                 yield sse.format_event(data)
+            if completed and filters:
+                for index, stream_filter in filters.items():
+                    # Text still held back when the upstream sent no finish chunk.
+                    leftover = stream_filter.flush()
+                    if leftover:
+                        tail = _text_chunk(exchange.route, assembler, index, leftover)
+                        assembler.add(tail)
+                        yield sse.format_event(orjson.dumps(tail))
             if not completed and error is None:
                 error = "The upstream stream ended before it was complete."
         except httpx.TimeoutException:
@@ -729,16 +739,44 @@ async def _relay(
             await _after_stream(exchange, assembler, span, cache_key, semantic, completed, status)
 
 
-def _filter_stream_chunk(exchange: Exchange, chunk: dict[str, Any]) -> bool:
-    # Per-chunk: a match split across two chunks is not seen (documented limitation).
+def _text_chunk(
+    route: Route, assembler: sse.StreamAssembler, index: int, text: str
+) -> dict[str, Any]:
+    choice: dict[str, Any] = (
+        {"index": index, "delta": {"content": text}, "finish_reason": None}
+        if route == "chat"
+        else {"index": index, "text": text, "finish_reason": None}
+    )
+    return {
+        "id": assembler.response_id,
+        "object": "chat.completion.chunk" if route == "chat" else "text_completion",
+        "created": assembler.created,
+        "model": assembler.model,
+        "choices": [choice],
+    }
+
+
+def _filter_stream_chunk(
+    exchange: Exchange, chunk: dict[str, Any], filters: dict[int, OutputStreamFilter]
+) -> bool:
+    """Run each choice's text through its stream filter (held back until entities are
+    whole, released at the choice's finish); True when the chunk changed."""
     changed = False
+    key = "content" if exchange.route == "chat" else "text"
     for choice in chunk.get("choices") or ():
         holder = choice.get("delta") if exchange.route == "chat" else choice
-        key = "content" if exchange.route == "chat" else "text"
-        if isinstance(holder, dict) and isinstance(holder.get(key), str):
-            filtered = exchange.state.guardrails.filter_output(holder[key])
-            changed |= filtered != holder[key]
-            holder[key] = filtered
+        if not isinstance(holder, dict):
+            continue
+        stream_filter = filters.setdefault(
+            int(choice.get("index") or 0), OutputStreamFilter(exchange.state.guardrails)
+        )
+        original = holder.get(key)
+        text = stream_filter.feed(original) if isinstance(original, str) else ""
+        if choice.get("finish_reason"):
+            text += stream_filter.flush()
+        if isinstance(original, str) or text:
+            changed |= text != original
+            holder[key] = text
     return changed
 
 

@@ -8,7 +8,16 @@ import textwrap
 import httpx
 import pytest
 
-from gateway.guardrails import Guardrails, Moderator, find_pii, iban_valid, luhn_valid, redact_pii
+from gateway.guardrails import (
+    Guardrails,
+    GuardrailViolation,
+    Moderator,
+    OutputStreamFilter,
+    find_pii,
+    iban_valid,
+    luhn_valid,
+    redact_pii,
+)
 from gateway.settings import Settings
 from tests.support.gateway import (
     MOCK_EMBEDDER,
@@ -51,6 +60,29 @@ def test_find_pii(text: str, kinds: list[str]) -> None:
 def test_redaction_replaces_only_validated_matches() -> None:
     text = f"jane@example.org paid with {VALID_CARD}, not {INVALID_CARD}"
     assert redact_pii(text) == (f"[REDACTED_EMAIL] paid with [REDACTED_CARD], not {INVALID_CARD}")
+
+
+@pytest.mark.parametrize("mode", ["redact", "block"])
+def test_stream_filter_sees_entities_split_across_chunks(mode: str) -> None:
+    guardrails = Guardrails(Settings(pii_output=mode))
+    stream_filter = OutputStreamFilter(guardrails)
+    pieces = [
+        "Write to ja",
+        "ne.doe@exa",
+        "mple",
+        ".org or pay ",
+        "4111 1111 ",
+        "1111 1111",
+        " today.",
+    ]
+    if mode == "block":
+        with pytest.raises(GuardrailViolation):
+            for piece in pieces:
+                stream_filter.feed(piece)
+            stream_filter.flush()
+        return
+    released = "".join(stream_filter.feed(p) for p in pieces) + stream_filter.flush()
+    assert released == "Write to [REDACTED_EMAIL] or pay [REDACTED_CARD] today."
 
 
 async def test_pluggable_moderator(tmp_path, monkeypatch) -> None:
