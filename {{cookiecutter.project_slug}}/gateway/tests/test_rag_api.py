@@ -19,12 +19,21 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis.asyncio import Redis
 
+import gateway.rag.api
+import gateway.rag.retrieval
+import gateway.rag.service
+from gateway.app import create_app
 from gateway.rag.embeddings import OpenAICompatibleEmbeddings
 from gateway.rag.ingest import Ingestor
 from gateway.rag.prompts import NO_ANSWER
+from gateway.rag.settings import RagSettings
 from gateway.rag.store import VectorStore
+from gateway.settings import Settings, UpstreamConfig
 from tests.support.gateway import (
     MOCK_EMBEDDER,
     MOCK_LLM,
@@ -293,3 +302,53 @@ def test_model_calls_show_in_the_gateway_metrics(
     before = embedding_requests()
     ask(rag_gateway, question("Which team maintains the caching layer?", collection))
     assert embedding_requests() == before + 1
+
+
+async def test_in_process_app_records_chat_retrieve_and_generate_spans(
+    rag_upstream: MockUpstream,
+    redis_search_server: RedisServer,
+    collection: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    for module in (gateway.rag.api, gateway.rag.retrieval, gateway.rag.service):
+        monkeypatch.setattr(module, "tracer", provider.get_tracer("test"))
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        master_key="sk-test-in-process",
+        redis_url=redis_search_server.url,
+        upstreams=[
+            UpstreamConfig(
+                name="mock", base_url=rag_upstream.base_url, models=[MOCK_LLM, MOCK_EMBEDDER]
+            )
+        ],
+        embedding_model=MOCK_EMBEDDER,
+        cache_enabled=False,
+    )
+    app = create_app(settings)
+    app.state.rag_settings = RagSettings(  # type: ignore[call-arg]
+        _env_file=None, llm_model=MOCK_LLM
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+        ) as client,
+    ):
+        response = await client.post(
+            "/v1/rag/chat",
+            json=question("Which team maintains the caching layer?", collection, top_k=3),
+            headers={"authorization": "Bearer sk-test-in-process"},
+        )
+    assert response.status_code == 200, response.text
+
+    spans = {span.name: dict(span.attributes or {}) for span in exporter.get_finished_spans()}
+    assert set(spans) >= {"rag.chat", "rag.retrieve", "rag.generate"}
+    assert spans["rag.chat"]["rag.collection"] == collection
+    assert spans["rag.retrieve"]["rag.top_k"] == 3
+    scores = spans["rag.retrieve"]["rag.scores"]
+    assert isinstance(scores, tuple) and len(scores) == len(response.json()["sources"])
+    assert spans["rag.generate"]["gen_ai.request.model"] == MOCK_LLM
+    assert spans["rag.generate"]["rag.grounded"] is True

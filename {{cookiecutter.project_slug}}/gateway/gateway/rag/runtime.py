@@ -1,7 +1,8 @@
 """What the RAG router holds per app: settings, one Redis client, store and memory.
 
 Created on first use and stored on `app.state.rag`; the router's lifespan closes it.
-The Redis URL is the gateway's own (`GATEWAY_REDIS_URL`), so RAG shares its Redis.
+The Redis URL is the gateway's own (`GATEWAY_REDIS_URL`), so RAG shares its Redis, and
+so is the embedding model unless `GATEWAY_RAG_EMBEDDING_MODEL` names another.
 """
 
 from __future__ import annotations
@@ -51,7 +52,13 @@ def runtime_for(app: FastAPI) -> RagRuntime:
     if runtime is None:
         settings: RagSettings = getattr(app.state, "rag_settings", None) or get_rag_settings()
         gateway_state = getattr(app.state, "gateway", None)
-        redis_url = gateway_state.settings.redis_url if gateway_state else settings.redis_url
+        redis_url = settings.redis_url
+        if gateway_state is not None:
+            redis_url = gateway_state.settings.redis_url
+            if "embedding_model" not in settings.model_fields_set:
+                # Unless RAG names its own, use the model the gateway was built with.
+                embedding_model = gateway_state.settings.embedding_model
+                settings = settings.model_copy(update={"embedding_model": embedding_model})
         runtime = RagRuntime.create(settings, redis_url)
         app.state.rag = runtime
     return runtime

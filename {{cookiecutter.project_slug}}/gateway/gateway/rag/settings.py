@@ -9,7 +9,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class RagSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_RAG_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_RAG_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
     redis_url: str = Field(
         default="redis://127.0.0.1:6380/0",
