@@ -73,10 +73,3 @@ def build_answer_chain(llm: BaseChatModel) -> Runnable[Any, str]:
         (lambda inputs: not inputs["documents"], RunnableLambda(lambda _: NO_ANSWER)),
         grounded,
     )
-
-
-def build_rag_chain(llm: BaseChatModel, retriever: BaseRetriever) -> Runnable[Any, Any]:
-    """The whole chain: {question, history} -> the retrieval dict plus `answer`."""
-    return build_retrieval_chain(llm, retriever) | RunnablePassthrough.assign(
-        answer=build_answer_chain(llm)
-    )
