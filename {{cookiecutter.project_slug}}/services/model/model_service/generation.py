@@ -89,7 +89,7 @@ class GenerationEngine:
         self._eos_ids = self._eos_token_ids()
         self._in_flight = 0
         self._manager = self._start_manager()
-        metrics.track_gauges(running=self.running_count, waiting=self.waiting_count)
+        metrics.track_gauges(self.running_count, self.waiting_count, self.kv_cache_usage)
 
     @classmethod
     def load(
@@ -169,6 +169,12 @@ class GenerationEngine:
         scheduler = self._scheduler()
         queued = self._manager.input_queue.qsize()
         return float(queued + (len(scheduler.waiting_requests) if scheduler else 0))
+
+    def kv_cache_usage(self) -> float:
+        processor = self._manager.batch_processor
+        if processor is None:
+            return 0.0
+        return float(1.0 - processor.cache.compute_free_capacity(relative=True))
 
     def _scheduler(self) -> Any:
         processor = self._manager.batch_processor

@@ -85,14 +85,25 @@ class ServiceMetrics:
         )
         for reason in FINISH_REASONS:
             self.request_success.labels(**self._labels, finished_reason=reason)
+        # Export every series from the start, as vLLM does, so dashboards never miss one.
+        for family in (
+            self.running, self.waiting, self.kv_cache_usage, self.prompt_tokens,
+            self.generation_tokens, self.ttft, self.itl, self.e2e, self.queue_time,
+            self.prompt_tokens_per_request, self.generation_tokens_per_request,
+            self.max_tokens_param,
+        ):  # fmt: skip
+            family.labels(**self._labels)
 
-    def labelled(self, family: Gauge | Counter | Histogram) -> Gauge | Counter | Histogram:
-        return family.labels(**self._labels)
-
-    def track_gauges(self, running: Callable[[], float], waiting: Callable[[], float]) -> None:
-        """Read the scheduler's queue sizes at scrape time."""
+    def track_gauges(
+        self,
+        running: Callable[[], float],
+        waiting: Callable[[], float],
+        kv_cache_usage: Callable[[], float],
+    ) -> None:
+        """Read the scheduler's queue sizes and the cache usage at scrape time."""
         self.running.labels(**self._labels).set_function(running)
         self.waiting.labels(**self._labels).set_function(waiting)
+        self.kv_cache_usage.labels(**self._labels).set_function(kv_cache_usage)
 
     def observe_request(
         self,
