@@ -297,12 +297,6 @@ async def _handle(request: Request, exchange: Exchange) -> Response:
         if guardrails.pii_input == "redact":
             payload = _redact_payload(route, payload, guardrails.redact_input)
 
-    if state.limiter.applies_to(key):
-        completion_budget = (max_tokens or settings.default_max_tokens_reserve) * int(
-            payload.get("n") or 1
-        )
-        await _reserve(exchange, estimate_tokens(prompt_chars) + completion_budget)
-
     stream = route != "embedding" and payload.get("stream") is True
     bypass = bypass_requested(request.headers)
     cacheable = (
@@ -317,12 +311,24 @@ async def _handle(request: Request, exchange: Exchange) -> Response:
     )
     cache_key = state.cache.key(route, model, payload) if cacheable else None
     exchange.headers["x-cache"] = "bypass" if cache_key is None else "miss"
+
+    cached: bytes | None = None
+    cache_read = False
+    if state.limiter.applies_to(key):
+        completion_budget = (max_tokens or settings.default_max_tokens_reserve) * int(
+            payload.get("n") or 1
+        )
+        # One Redis round trip: the limit check and the cache lookup together.
+        cached, cache_read = await _reserve(
+            exchange, estimate_tokens(prompt_chars) + completion_budget, cache_key
+        )
     metrics = state.metrics
     if cache_key is not None:
-        try:
-            cached = await state.cache.get(cache_key)
-        except RedisUnavailable:
-            cached, cache_key = None, None
+        if not cache_read:
+            try:
+                cached = await state.cache.get(cache_key)
+            except RedisUnavailable:
+                cache_key = None
         metrics.cache.labels("exact", "hit" if cached else "miss").inc()
         if cached is not None:
             return await _cached_response(exchange, cached, stream, payload, "exact")
@@ -402,14 +408,18 @@ def _apply_max_tokens_cap(
     return int(requested) if requested is not None else None
 
 
-async def _reserve(exchange: Exchange, tokens: int) -> None:
+async def _reserve(
+    exchange: Exchange, tokens: int, cache_key: str | None
+) -> tuple[bytes | None, bool]:
+    """Reserve against the key's limits (429 when refused); returns the cache entry
+    read in the same round trip and whether it could be read."""
     state = exchange.state
     try:
-        decision = await state.limiter.reserve(exchange.key, tokens)
+        decision, cached = await state.limiter.reserve(exchange.key, tokens, cache_key)
     except RedisUnavailable:
         if state.settings.rate_limit_fail_open:
             state.metrics.rate_limit_skipped.inc()
-            return
+            return None, False
         raise GatewayError(
             503,
             "Rate limits cannot be checked right now (Redis unavailable); retry shortly.",
@@ -436,6 +446,7 @@ async def _reserve(exchange: Exchange, tokens: int) -> None:
             headers={**decision.headers(), "x-request-id": exchange.request_id},
         )
     exchange.limit = decision
+    return (bytes(cached) if cached is not None else None), cache_key is not None
 
 
 def _start_span(

@@ -10,6 +10,7 @@ concurrent requests on any replica cannot overshoot the limit together.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.keys import KeyRecord
 from gateway.redis_store import RedisStore
@@ -90,17 +91,34 @@ class RateLimiter:
     def applies_to(record: KeyRecord) -> bool:
         return bool(record.rpm or record.tpm)
 
-    async def reserve(self, record: KeyRecord, tokens: int) -> LimitDecision:
-        """Count one request and reserve `tokens`, or refuse. Raises RedisUnavailable."""
-        result = await self.store.call(
-            lambda r: self.script(
-                keys=[f"gw:rl:{{{record.id}}}"],
-                args=["reserve", WINDOW_SECONDS, record.rpm or 0, record.tpm or 0, tokens],
-                client=r,
-            )
-        )
-        allowed, limit, used_requests, used_tokens, retry, window = result
-        return LimitDecision(
+    async def reserve(
+        self, record: KeyRecord, tokens: int, also_get: str | None = None
+    ) -> tuple[LimitDecision, bytes | None]:
+        """Count one request and reserve `tokens`, or refuse; raises RedisUnavailable.
+
+        `also_get` names a key (the exact-cache entry) read in the same round trip.
+        """
+        keys = [f"gw:rl:{{{record.id}}}"]
+        args: list[str | int] = [
+            "reserve",
+            WINDOW_SECONDS,
+            record.rpm or 0,
+            record.tpm or 0,
+            tokens,
+        ]
+
+        async def run(r: Any) -> list[Any]:
+            if also_get is None:
+                return [await self.script(keys=keys, args=args, client=r)]
+            async with r.pipeline(transaction=False) as pipe:
+                await self.script(keys=keys, args=args, client=pipe)
+                pipe.get(also_get)
+                results: list[Any] = await pipe.execute()
+                return results
+
+        results = await self.store.call(run)
+        allowed, limit, used_requests, used_tokens, retry, window = results[0]
+        decision = LimitDecision(
             allowed=bool(allowed),
             limit=limit.decode() if isinstance(limit, bytes) else str(limit),
             rpm=record.rpm,
@@ -111,6 +129,7 @@ class RateLimiter:
             window=int(window),
             reserved=tokens if allowed else 0,
         )
+        return decision, results[1] if also_get is not None else None
 
     async def settle(self, record: KeyRecord, decision: LimitDecision, actual_tokens: int) -> None:
         """Replace the reservation with the real usage. Raises RedisUnavailable."""
