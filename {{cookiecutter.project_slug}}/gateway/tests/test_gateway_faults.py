@@ -57,7 +57,9 @@ def routed(tmp_path_factory, redis_server):
             GATEWAY_UPSTREAMS=json.dumps(upstreams),
             GATEWAY_FALLBACKS=json.dumps({"primary": [MOCK_LLM]}),
             GATEWAY_RETRY_BACKOFF_SECONDS="0.01",
-            GATEWAY_CACHE_ENABLED="false",
+            # Plain Redis has no search module: the semantic cache must step aside.
+            GATEWAY_SEMANTIC_CACHE_ENABLED="true",
+            GATEWAY_EMBEDDING_MODEL=MOCK_EMBEDDER,
         )
         yield gateway, alive
     finally:
@@ -71,6 +73,21 @@ def test_refused_connection_falls_back_to_another_model(routed) -> None:
     response = _chat(gateway, model="primary")
     assert response.status_code == 200
     assert response.json()["model"] == MOCK_LLM
+
+
+def test_semantic_cache_without_search_module_warns_once_and_serves(routed) -> None:
+    gateway, _ = routed
+    for _ in range(3):
+        response = _chat(gateway, temperature=0, messages=[{"role": "user", "content": "q"}])
+        assert response.status_code == 200
+    warnings = [
+        line
+        for line in gateway.log_path.read_text().splitlines()
+        if "semantic cache disabled" in line
+    ]
+    assert len(warnings) == 1
+    assert '"level":"warning"' in warnings[0]
+    assert 'gateway_cache_requests_total{kind="semantic"' not in gateway.metrics_text()
 
 
 def test_refused_connection_retries_on_another_upstream(routed) -> None:
