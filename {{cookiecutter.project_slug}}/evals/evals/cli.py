@@ -148,6 +148,7 @@ def run(
         report.errors.append(f"suite configuration: {exc}")
     report.errors += _run_failures(report.suites, settings)
     baseline_report = None
+    baseline = baseline or settings.baseline
     if baseline is not None:
         if baseline.is_file():
             baseline_report = Report.model_validate_json(baseline.read_text(encoding="utf-8"))

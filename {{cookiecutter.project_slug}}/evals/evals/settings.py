@@ -46,6 +46,9 @@ class EvalsSettings(BaseSettings):
     bootstrap_resamples: int = Field(default=1000, ge=100)
     judge_min_kappa: float = Field(default=0.6, ge=-1, le=1)
     regression_tolerance: float = Field(default=0.02, ge=0)
+    baseline: Path | None = Field(
+        default=None, description="Baseline report.json for regression checks (--baseline)."
+    )
     slo_profile: Literal["gpu", "cpu"] = "cpu"
     direct_base_url: str | None = Field(
         default=None, description="The model service's own URL, to detect buffering by the gateway."
