@@ -29,7 +29,7 @@ for extra in (BENCH_DIR, PROJECT_ROOT, PROJECT_ROOT / "gateway"):
         sys.path.insert(0, str(extra))
 
 import uvloop  # noqa: E402
-from gateway_load import Target, closed_loop, open_loop, streaming  # noqa: E402
+from gateway_load import LoadResult, Target, closed_loop, open_loop, streaming  # noqa: E402
 from gateway_report import write  # noqa: E402
 from gateway_systems import (  # noqa: E402
     LITELLM_VERSION,
@@ -46,7 +46,9 @@ from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 
 console = Console()
-RATES = [25, 50, 100, 150, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500]
+RATES = [10, 25, 50, 100, 150, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500]
+REFINE_STEPS = 2  # bisections between a system's last sustained and first failed rate
+C1_ROUNDS = 5  # concurrency-1 runs alternate between systems, so load drift hits all alike
 ADDED_P99_LIMIT_MS = 50.0
 STREAM_CHUNKS = 16
 STREAM_DELAY_MS = 5.0
@@ -106,7 +108,42 @@ def run_rates(systems: list[System], seconds: float, rates: list[int]) -> tuple[
                 console.print(f"[yellow]the mock itself stops keeping up at {rate}/s[/yellow]")
                 break
             progress.advance(task)
+    _refine(systems, seconds, steps, best)
     return steps, best
+
+
+def _run_step(system: System, rate: int, seconds: float, direct: dict[str, Any] | None) -> dict:
+    result = asyncio.run(open_loop(overhead_target(system), rate, seconds))
+    step = {"rate": rate, "system": system.name, **result.summary()}
+    if direct is not None:
+        added(step, direct, ("p50_ms", "p99_ms"))
+        step["sustained"] = sustained(step, rate)
+    else:
+        step["sustained"] = step["errors"] == 0 and step["achieved_rps"] >= 0.95 * rate
+    time.sleep(0.5)
+    return step
+
+
+def _refine(systems: list[System], seconds: float, steps: list[dict[str, Any]], best: dict) -> None:
+    """Bisect between each system's last sustained and first failed coarse rate."""
+    direct_system = systems[0]
+    for system in systems[1:]:
+        failed = [s["rate"] for s in steps if s["system"] == system.name and not s["sustained"]]
+        if not failed:
+            continue
+        low, high = best[system.name] or 0, failed[0]
+        for _ in range(REFINE_STEPS):
+            middle = (low + high) // 2
+            if middle <= low:
+                break
+            direct = _run_step(direct_system, middle, seconds, None)
+            step = _run_step(system, middle, seconds, direct)
+            steps += [direct, step]
+            if step["sustained"]:
+                low = best[system.name] = middle
+            else:
+                high = middle
+    steps.sort(key=lambda s: (s["rate"], s["system"] != "direct", s["system"]))
 
 
 def main() -> None:
@@ -156,12 +193,17 @@ def main() -> None:
         for system in systems:
             asyncio.run(closed_loop(overhead_target(system), 200, concurrency=4))
 
-        console.print(f"concurrency 1: {requests_c1} requests each")
-        c1: dict[str, dict[str, Any]] = {}
-        for system in systems:
-            c1[system.name] = asyncio.run(
-                closed_loop(overhead_target(system), requests_c1)
-            ).summary()
+        console.print(f"concurrency 1: {requests_c1} requests each, in {C1_ROUNDS} rounds")
+        merged = {system.name: LoadResult() for system in systems}
+        for _ in range(C1_ROUNDS):
+            for system in systems:
+                part = asyncio.run(closed_loop(overhead_target(system), requests_c1 // C1_ROUNDS))
+                total = merged[system.name]
+                total.latencies += part.latencies
+                total.errors += part.errors
+                total.sent += part.sent
+                total.duration += part.duration
+        c1: dict[str, dict[str, Any]] = {name: r.summary() for name, r in merged.items()}
         for name, row in c1.items():
             if name != "direct":
                 added(row, c1["direct"], ("p50_ms", "p99_ms"))
