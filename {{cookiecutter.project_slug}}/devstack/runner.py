@@ -49,6 +49,8 @@ def command_line(service: Service, services: list[Service], python: str) -> str:
 
 
 class Stack:
+    """The services under one honcho Manager, plus a watcher reporting their health."""
+
     def __init__(
         self,
         services: list[Service],
@@ -73,6 +75,7 @@ class Stack:
                 env={**env, **service.env},
                 cwd=str(root),
             )
+        # honcho sizes the name column from its own processes; make room for the watcher.
         self.manager._printer.width = max(self.manager._printer.width, len(WATCHER))
 
     def say(self, text: str) -> None:
