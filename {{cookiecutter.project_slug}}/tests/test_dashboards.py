@@ -69,6 +69,22 @@ def selectors(node: Any) -> Iterator[Any]:
         yield from selectors(node.expr)
 
 
+def grouping_labels(node: Any) -> Iterator[str]:
+    """Labels named in `by (...)` clauses."""
+    if isinstance(node, promql_parser.AggregateExpr):
+        if node.modifier is not None:
+            yield from node.modifier.labels
+        yield from grouping_labels(node.expr)
+    elif isinstance(node, promql_parser.BinaryExpr):
+        yield from grouping_labels(node.lhs)
+        yield from grouping_labels(node.rhs)
+    elif isinstance(node, promql_parser.Call):
+        for arg in node.args:
+            yield from grouping_labels(arg)
+    elif hasattr(node, "expr"):
+        yield from grouping_labels(node.expr)
+
+
 def queried_metrics(dashboard: Path) -> dict[str, str]:
     """metric name -> title of a panel that reads it."""
     found: dict[str, str] = {}
@@ -90,15 +106,42 @@ def sample_names(families: Iterable[Any]) -> set[str]:
     return names
 
 
-def registered_names() -> set[str]:
+def registries() -> list[CollectorRegistry]:
     from gateway.metrics import GatewayMetrics
     from model_service.metrics import ServiceMetrics
 
-    registries: list[CollectorRegistry] = [
-        GatewayMetrics().registry,
-        ServiceMetrics("any-model").registry,
-    ]
-    return set().union(*(sample_names(registry.collect()) for registry in registries))
+    return [GatewayMetrics().registry, ServiceMetrics("any-model").registry]
+
+
+def registered_names() -> set[str]:
+    return set().union(*(sample_names(registry.collect()) for registry in registries()))
+
+
+def registered_labels() -> dict[str, set[str]]:
+    """Series name -> label names it can carry (declared labels, plus `le` on buckets)."""
+    labels: dict[str, set[str]] = {}
+    for registry in registries():
+        # prometheus_client keeps declared label names on the metric objects only.
+        for collector in list(registry._collector_to_names):
+            declared = set(getattr(collector, "_labelnames", ()))
+            for family in collector.collect():
+                for name in sample_names([family]):
+                    extra = {"le"} if name.endswith("_bucket") else set()
+                    labels[name] = declared | extra
+    return labels
+
+
+def label_problems(query: str, labels: dict[str, set[str]]) -> list[str]:
+    """Labels a query filters or groups on that none of its series carry."""
+    expression = parse(query)
+    found = list(selectors(expression))
+    available = set(TARGET_LABELS).union(*(labels.get(s.name, set()) for s in found))
+    problems = [f"by ({label})" for label in grouping_labels(expression) if label not in available]
+    for selector in found:
+        for matcher in selector.matchers.matchers:
+            if matcher.name not in labels.get(selector.name, set()) | TARGET_LABELS:
+                problems.append(f"{selector.name}{{{matcher.name}}}")
+    return problems
 
 
 def test_there_are_dashboards_for_the_gateway_and_the_model_service() -> None:
@@ -145,6 +188,28 @@ def test_every_queried_metric_is_registered_by_a_service(dashboard: Path) -> Non
     registered = registered_names()
     missing = {m: title for m, title in queried_metrics(dashboard).items() if m not in registered}
     assert missing == {}
+
+
+@pytest.mark.parametrize("dashboard", DASHBOARDS, ids=lambda path: path.stem)
+def test_every_label_a_panel_uses_is_one_its_series_carry(dashboard: Path) -> None:
+    labels = registered_labels()
+    problems = {
+        f"{title}: {query}": found
+        for title, query in panel_queries(dashboard)
+        if (found := label_problems(query, labels))
+    }
+    assert problems == {}
+
+
+def test_the_label_check_notices_a_wrong_label() -> None:
+    labels = registered_labels()
+    assert label_problems("sum by (route) (rate(gateway_tokens_total[5m]))", labels) == [
+        "by (route)"
+    ]
+    assert label_problems('gateway_in_flight_requests{model="x"}', labels) == [
+        "gateway_in_flight_requests{model}"
+    ]
+    assert label_problems("sum by (service, model) (rate(gateway_tokens_total[5m]))", labels) == []
 
 
 def test_the_check_notices_an_unknown_metric(tmp_path: Path) -> None:
