@@ -9,162 +9,44 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-import anyio
 import httpx
 import orjson
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
-from pydantic import BaseModel, ValidationError
+from opentelemetry.trace import Span
+from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response
 
 from gateway import sse
 from gateway.cache import bypass_requested, is_deterministic
 from gateway.errors import GatewayError, error_body
-from gateway.guardrails import GuardrailViolation, OutputStreamFilter
+from gateway.exchange import (
+    ROUTES,
+    Exchange,
+    Route,
+    RouteSpec,
+    estimate_tokens,
+    response_headers,
+    usage_tokens,
+)
+from gateway.genai_spans import end_span, first_text, start_span
+from gateway.guardrails import GuardrailViolation
 from gateway.keys import KeyRecord
-from gateway.ratelimit import LimitDecision
 from gateway.redis_store import RedisUnavailable
 from gateway.router import UpstreamCall
 from gateway.schemas import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    EmbeddingRequest,
     message_texts,
     prompt_texts,
 )
 from gateway.semantic_cache import semantic_key
 from gateway.state import GatewayState, get_state
-from gateway.tracing import tracer
+from gateway.streaming import SSEResponse, relay_response
 
 log = logging.getLogger("gateway.proxy")
-access_log = logging.getLogger("gateway.access")
-
-Route = Literal["chat", "completion", "embedding"]
-REQUEST_ATTRIBUTES = (
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "seed",
-    "frequency_penalty",
-    "presence_penalty",
-)
-
-
-@dataclass(frozen=True)
-class RouteSpec:
-    path: str
-    schema: type[BaseModel]
-    operation: str  # GenAI operation name
-
-
-ROUTES: dict[Route, RouteSpec] = {
-    "chat": RouteSpec("/chat/completions", ChatCompletionRequest, "chat"),
-    "completion": RouteSpec("/completions", CompletionRequest, "text_completion"),
-    "embedding": RouteSpec("/embeddings", EmbeddingRequest, "embeddings"),
-}
-
-
-@dataclass
-class Exchange:
-    """What the pipeline knows about one request while handling it."""
-
-    state: GatewayState
-    route: Route
-    key: KeyRecord
-    request_id: str
-    started: float = field(default_factory=time.perf_counter)
-    model: str = "unknown"
-    upstream_seconds: float = 0.0
-    headers: dict[str, str] = field(default_factory=dict)
-    limit: LimitDecision | None = None
-    settled: bool = False
-    finished: bool = False
-
-    def overhead_ms(self) -> float:
-        return max(0.0, (time.perf_counter() - self.started - self.upstream_seconds) * 1000)
-
-    def finish(self, status: int) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        metrics = self.state.metrics
-        elapsed = time.perf_counter() - self.started
-        metrics.request_done(self.route, status, self.model, elapsed, self.upstream_seconds)
-        if self.state.settings.access_log:
-            access_log.info(
-                "request",
-                extra={
-                    "request_id": self.request_id,
-                    "route": self.route,
-                    "status": status,
-                    "model": self.model,
-                    "key_id": self.key.id,
-                    "duration_ms": round(elapsed * 1000, 2),
-                },
-            )
-
-    async def settle(self, actual_tokens: int) -> None:
-        """Replace the token reservation with the real usage, off the request path
-        (until it lands, the larger reservation counts: limits err on the safe side)."""
-        if self.settled or self.limit is None or not self.limit.allowed:
-            return
-        self.settled = True
-        if actual_tokens != self.limit.reserved:
-            self.state.background(self._settle(self.limit, actual_tokens))
-
-    async def _settle(self, limit: LimitDecision, actual_tokens: int) -> None:
-        # If Redis is down the reservation stands; it expires with its window.
-        with contextlib.suppress(RedisUnavailable):
-            await self.state.limiter.settle(self.key, limit, actual_tokens)
-
-
-class SSEResponse(StreamingResponse):
-    """A streaming response that notices a client disconnect at once (not only on the
-    next write) and always closes its body iterator, which closes the upstream call.
-    `finalizer` runs last in every case (also when the body never started)."""
-
-    finalizer: Callable[[], Awaitable[None]] | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            async with anyio.create_task_group() as group:
-
-                async def stream() -> None:
-                    with contextlib.suppress(OSError):  # client went away mid-write
-                        await self.stream_response(send)
-                    group.cancel_scope.cancel()
-
-                group.start_soon(stream)
-                await self.listen_for_disconnect(receive)
-                group.cancel_scope.cancel()
-        finally:
-            closer = getattr(self.body_iterator, "aclose", None)
-            with anyio.CancelScope(shield=True):
-                if closer is not None:
-                    await closer()
-                if self.finalizer is not None:
-                    await self.finalizer()
-
-
-def estimate_tokens(chars: int) -> int:
-    # About four characters per token for English BPE vocabularies; only used to
-    # reserve tokens until the upstream reports the real usage.
-    return math.ceil(chars / 4)
-
-
-def usage_tokens(usage: dict[str, Any] | None) -> tuple[int, int]:
-    if not usage:
-        return 0, 0
-    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
 
 
 def _texts(route: Route, payload: dict[str, Any]) -> list[str]:
@@ -359,7 +241,7 @@ async def _handle(request: Request, exchange: Exchange) -> Response:
             "stream_options": {**(payload.get("stream_options") or {}), "include_usage": True},
         }
 
-    span = _start_span(exchange, spec, payload, model, texts)
+    span = start_span(exchange, spec, payload, model, texts)
     try:
         with trace.use_span(span, end_on_exit=False) if span else _nullcontext():
             call = await state.router.open(
@@ -376,7 +258,7 @@ async def _handle(request: Request, exchange: Exchange) -> Response:
     if call.response.status_code != 200:
         return await _upstream_error(exchange, call, span)
     if stream:
-        return _stream(exchange, call, span, cache_key, semantic, include_usage)
+        return relay_response(exchange, call, span, cache_key, semantic, include_usage)
     return await _complete(exchange, call, span, cache_key, semantic, route)
 
 
@@ -449,68 +331,6 @@ async def _reserve(
     return (bytes(cached) if cached is not None else None), cache_key is not None
 
 
-def _start_span(
-    exchange: Exchange,
-    spec: RouteSpec,
-    payload: dict[str, Any],
-    model: str,
-    texts: list[str],
-) -> Span | None:
-    if not exchange.state.tracing:
-        return None
-    span = tracer().start_span(f"{spec.operation} {model}", kind=SpanKind.CLIENT)
-    span.set_attribute("gen_ai.operation.name", spec.operation)
-    span.set_attribute("gen_ai.provider.name", "openai")
-    span.set_attribute("gen_ai.request.model", model)
-    for name in (
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "seed",
-        "frequency_penalty",
-        "presence_penalty",
-    ):
-        value = payload.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            span.set_attribute(f"gen_ai.request.{name}", value)
-    span.set_attribute("gateway.request_id", exchange.request_id)
-    span.set_attribute("gateway.key_id", exchange.key.id)
-    if exchange.state.settings.capture_content:
-        span.set_attribute("gen_ai.input.messages", orjson.dumps(texts).decode())
-    return span
-
-
-def _end_span(
-    exchange: Exchange, span: Span | None, body: dict[str, Any] | None, output_text: str | None
-) -> None:
-    if span is None:
-        return
-    if body:
-        input_tokens, output_tokens = usage_tokens(body.get("usage"))
-        span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
-        if body.get("model"):
-            span.set_attribute("gen_ai.response.model", body["model"])
-        if body.get("id"):
-            span.set_attribute("gen_ai.response.id", body["id"])
-        reasons = [
-            c.get("finish_reason") for c in body.get("choices") or () if c.get("finish_reason")
-        ]
-        if reasons:
-            span.set_attribute("gen_ai.response.finish_reasons", reasons)
-    if output_text is not None and exchange.state.settings.capture_content:
-        span.set_attribute("gen_ai.output.messages", orjson.dumps([output_text]).decode())
-    span.end()
-
-
-def _response_headers(exchange: Exchange) -> dict[str, str]:
-    return {
-        **exchange.headers,
-        "x-request-id": exchange.request_id,
-        "x-gateway-overhead-ms": f"{exchange.overhead_ms():.3f}",
-    }
-
-
 async def _cached_response(
     exchange: Exchange, cached: bytes, stream: bool, payload: dict[str, Any], kind: str
 ) -> Response:
@@ -518,11 +338,11 @@ async def _cached_response(
     exchange.headers["x-cache-kind"] = kind
     await exchange.settle(0)
     if not stream:
-        return Response(cached, media_type="application/json", headers=_response_headers(exchange))
+        return Response(cached, media_type="application/json", headers=response_headers(exchange))
     include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
     events = list(sse.replay(orjson.loads(cached), exchange.route, include_usage))
     headers = {
-        **_response_headers(exchange),
+        **response_headers(exchange),
         "cache-control": "no-cache",
         "x-accel-buffering": "no",
     }
@@ -554,7 +374,7 @@ async def _upstream_error(exchange: Exchange, call: UpstreamCall, span: Span | N
         body = orjson.dumps(error_body(text, "invalid_request_error", code="upstream_rejected"))
     await exchange.settle(0)
     return Response(
-        body, status_code=status, media_type="application/json", headers=_response_headers(exchange)
+        body, status_code=status, media_type="application/json", headers=response_headers(exchange)
     )
 
 
@@ -611,212 +431,13 @@ async def _complete(
             if _filter_output(exchange, body):
                 raw = orjson.dumps(body)
         except GuardrailViolation as exc:
-            _end_span(exchange, span, body, None)
+            end_span(exchange, span, body, None)
             raise GatewayError(502, exc.message, code=exc.code) from None
-    output_text = _first_text(body) if span is not None else None
-    _end_span(exchange, span, body, output_text)
+    output_text = first_text(body) if span is not None else None
+    end_span(exchange, span, body, output_text)
     if cache_key is not None:
         with contextlib.suppress(RedisUnavailable):
             await state.cache.set(cache_key, raw)
     if semantic is not None:
         await state.semantic.store_response(semantic[0], semantic[1], semantic[2], raw)
-    return Response(raw, media_type="application/json", headers=_response_headers(exchange))
-
-
-def _first_text(body: dict[str, Any]) -> str | None:
-    choices = body.get("choices") or [{}]
-    message = choices[0].get("message")
-    if isinstance(message, dict):
-        content = message.get("content")
-        return content if isinstance(content, str) else None
-    text = choices[0].get("text")
-    return text if isinstance(text, str) else None
-
-
-def _stream(
-    exchange: Exchange,
-    call: UpstreamCall,
-    span: Span | None,
-    cache_key: str | None,
-    semantic: tuple[str, str, list[float]] | None,
-    include_usage: bool,
-) -> SSEResponse:
-    # Overhead of a stream: everything before the upstream call started.
-    exchange.upstream_seconds = time.perf_counter() - call.started
-    headers = {
-        **_response_headers(exchange),
-        "cache-control": "no-cache",
-        "x-accel-buffering": "no",
-    }
-    response = SSEResponse(
-        _relay(exchange, call, span, cache_key, semantic, include_usage),
-        media_type="text/event-stream",
-        headers=headers,
-    )
-
-    async def finalize() -> None:
-        # Only does something when the relay never ran (client gone before the body).
-        await call.aclose()
-        if not exchange.finished:
-            await exchange.settle(0)
-            if span is not None:
-                span.end()
-            exchange.finish(499)
-
-    response.finalizer = finalize
-    return response
-
-
-async def _relay(
-    exchange: Exchange,
-    call: UpstreamCall,
-    span: Span | None,
-    cache_key: str | None,
-    semantic: tuple[str, str, list[float]] | None,
-    include_usage: bool,
-) -> AsyncIterator[bytes]:
-    state = exchange.state
-    route = exchange.route
-    assembler = sse.StreamAssembler("chat" if route == "chat" else "completion")
-    filters: dict[int, OutputStreamFilter] | None = (
-        {} if state.guardrails.pii_output != "off" else None
-    )
-    first_token_seen = False
-    completed = False
-    status = 200
-    try:
-        error: str | None = None
-        try:
-            async for event in sse.iter_events(call.response.aiter_raw()):
-                data = sse.event_data(event)
-                if data is None:
-                    continue
-                if data == sse.DONE:
-                    completed = True
-                    break
-                try:
-                    chunk = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    yield sse.format_event(data)
-                    continue
-                if isinstance(chunk, dict) and "error" in chunk:
-                    error = "upstream_error"
-                    yield sse.format_event(data)
-                    break
-                if filters is not None and _filter_stream_chunk(exchange, chunk, filters):
-                    data = orjson.dumps(chunk)
-                assembler.add(chunk)  # after filtering: the cache keeps what clients saw
-                if not first_token_seen and assembler.text:
-                    first_token_seen = True
-                    state.metrics.ttft.labels(exchange.model).observe(
-                        time.perf_counter() - exchange.started
-                    )
-                if chunk.get("usage") and not include_usage:
-                    if not chunk.get("choices"):
-                        continue
-                    chunk["usage"] = None
-                    data = orjson.dumps(chunk)
-                yield sse.format_event(data)
-            if completed and filters:
-                for index, stream_filter in filters.items():
-                    # Text still held back when the upstream sent no finish chunk.
-                    leftover = stream_filter.flush()
-                    if leftover:
-                        tail = _text_chunk(exchange.route, assembler, index, leftover)
-                        assembler.add(tail)
-                        yield sse.format_event(orjson.dumps(tail))
-            if not completed and error is None:
-                error = "The upstream stream ended before it was complete."
-        except httpx.TimeoutException:
-            error = "The upstream stopped sending (read timeout)."
-        except httpx.HTTPError as exc:
-            error = f"The upstream connection broke mid-stream ({type(exc).__name__})."
-        except GuardrailViolation as exc:
-            error = exc.message
-        if error is not None:
-            status = 502
-            state.metrics.upstream_errors.labels(call.upstream.name, "stream_interrupted").inc()
-            if error != "upstream_error":
-                payload = error_body(error, "upstream_error", code="stream_interrupted")
-                yield sse.format_event(orjson.dumps(payload))
-            return
-        yield sse.format_event(sse.DONE)
-    except BaseException:
-        status = 499  # cancelled: the client went away
-        raise
-    finally:
-        with anyio.CancelScope(shield=True):
-            await call.aclose()
-            await _after_stream(exchange, assembler, span, cache_key, semantic, completed, status)
-
-
-def _text_chunk(
-    route: Route, assembler: sse.StreamAssembler, index: int, text: str
-) -> dict[str, Any]:
-    choice: dict[str, Any] = (
-        {"index": index, "delta": {"content": text}, "finish_reason": None}
-        if route == "chat"
-        else {"index": index, "text": text, "finish_reason": None}
-    )
-    return {
-        "id": assembler.response_id,
-        "object": "chat.completion.chunk" if route == "chat" else "text_completion",
-        "created": assembler.created,
-        "model": assembler.model,
-        "choices": [choice],
-    }
-
-
-def _filter_stream_chunk(
-    exchange: Exchange, chunk: dict[str, Any], filters: dict[int, OutputStreamFilter]
-) -> bool:
-    """Run each choice's text through its stream filter (held back until entities are
-    whole, released at the choice's finish); True when the chunk changed."""
-    changed = False
-    key = "content" if exchange.route == "chat" else "text"
-    for choice in chunk.get("choices") or ():
-        holder = choice.get("delta") if exchange.route == "chat" else choice
-        if not isinstance(holder, dict):
-            continue
-        stream_filter = filters.setdefault(
-            int(choice.get("index") or 0), OutputStreamFilter(exchange.state.guardrails)
-        )
-        original = holder.get(key)
-        text = stream_filter.feed(original) if isinstance(original, str) else ""
-        if choice.get("finish_reason"):
-            text += stream_filter.flush()
-        if isinstance(original, str) or text:
-            changed |= text != original
-            holder[key] = text
-    return changed
-
-
-async def _after_stream(
-    exchange: Exchange,
-    assembler: sse.StreamAssembler,
-    span: Span | None,
-    cache_key: str | None,
-    semantic: tuple[str, str, list[float]] | None,
-    completed: bool,
-    status: int,
-) -> None:
-    state = exchange.state
-    input_tokens, output_tokens = usage_tokens(assembler.usage)
-    if not assembler.usage:
-        output_tokens = estimate_tokens(len(assembler.content))
-    operation = ROUTES[exchange.route].operation
-    state.metrics.record_usage(operation, exchange.model, input_tokens, output_tokens)
-    state.metrics.genai_duration.labels(operation, exchange.model).observe(
-        time.perf_counter() - exchange.started
-    )
-    await exchange.settle(input_tokens + output_tokens)
-    response = assembler.response()
-    _end_span(exchange, span, response, assembler.content)
-    if completed and assembler.cacheable and status == 200:
-        body = orjson.dumps(response)
-        if cache_key is not None:
-            with contextlib.suppress(RedisUnavailable):
-                await state.cache.set(cache_key, body)
-        if semantic is not None:
-            await state.semantic.store_response(semantic[0], semantic[1], semantic[2], body)
-    exchange.finish(status)
+    return Response(raw, media_type="application/json", headers=response_headers(exchange))
