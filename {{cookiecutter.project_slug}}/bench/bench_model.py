@@ -43,7 +43,7 @@ def parse_args() -> argparse.Namespace:
         "--requests-per-level",
         type=int,
         default=0,
-        help="requests at each concurrency (default: 2 x concurrency, at least 8)",
+        help="requests at each concurrency (default: the concurrency, at least 8)",
     )
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 extra rows")
     parser.add_argument(
@@ -79,7 +79,7 @@ async def bench_system(
         await warm_up(system, base_url, process.pid)
         progress.advance(task)
         for concurrency in args.concurrency:
-            requests = args.requests_per_level or max(8, 2 * concurrency)
+            requests = args.requests_per_level or max(8, concurrency)
             level = await run_level(
                 base_url,
                 system.model,
