@@ -75,3 +75,26 @@ def unique_bakes() -> list[dict[str, str]]:
             # Keep only what differs from the defaults, so ids read well.
             bakes.append({k: v for k, v in overrides.items() if DEFAULT.get(k) != v})
     return bakes
+
+
+# The baked project's test folders whose outcome an answer can change. Python files are
+# copied verbatim, so an answer changes only which files exist and the rendered
+# configuration (.env.example, compose.yaml, Makefile, stack files); the root tests/
+# folder checks those configuration files against the code. The default bake runs the
+# whole suite (test_baked_e2e.py); every other bake runs the folders its answers touch.
+OPTION_TEST_DIRS: dict[str, list[str]] = {
+    "serving_backend": ["services/model/tests", "tests"],
+    "deploy_target": ["infra/tests", "tests"],
+    "enable_rag": ["gateway/tests", "evals/tests", "tests"],
+    "enable_semantic_cache": ["tests"],
+    "observability": ["infra/tests", "tests"],
+    "ci_provider": ["tests"],
+}
+
+
+def folders_for_answers(overrides: dict[str, Any]) -> list[str]:
+    dirs: set[str] = set()
+    for key, value in overrides.items():
+        if DEFAULT.get(key) != value:
+            dirs.update(OPTION_TEST_DIRS.get(key, []))
+    return sorted(dirs)

@@ -1,6 +1,7 @@
 """The baked projects' own end-to-end suites, on real models and a real Redis.
 
-- The default bake runs its whole suite (fast, end to end, vLLM cross-backend).
+- The default bake runs its end-to-end and vLLM cross-backend tests (its fast tests
+  run in test_bakes.py, so together the default bake runs its whole suite).
 - One bake per other serving backend runs the end-to-end tests with its backend as
   the default the project was generated for.
 """
@@ -21,10 +22,10 @@ def _passed(stdout: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def test_default_bake_full_suite(bakery: Bakery) -> None:
+def test_default_bake_end_to_end(bakery: Bakery) -> None:
     project = bakery.bake({})
     proc = run(
-        python_tool("pytest", "-q", "-p", "no:cacheprovider", "-m", "not bench"),
+        python_tool("pytest", "-q", "-p", "no:cacheprovider", "-m", "(e2e or vllm) and not bench"),
         project,
         env=baked_test_env(),
     )

@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import Bakery, baked_test_env, python_tool, run
-from tests.matrix import COOKIECUTTER_JSON, ROOT, answers, bake_id, unique_bakes
+from tests.matrix import (
+    COOKIECUTTER_JSON,
+    DEFAULT,
+    ROOT,
+    answers,
+    bake_id,
+    folders_for_answers,
+    unique_bakes,
+)
 
 BAKES = unique_bakes()
 IDS = [bake_id(b) for b in BAKES]
@@ -89,9 +97,7 @@ def bake(request: pytest.FixtureRequest, bakery: Bakery) -> tuple[Path, dict[str
     return bakery.bake(overrides), answers(overrides)
 
 
-def test_file_set_is_exact(
-    bake: tuple[Path, dict[str, Any]], pytestconfig: pytest.Config
-) -> None:
+def test_file_set_is_exact(bake: tuple[Path, dict[str, Any]], pytestconfig: pytest.Config) -> None:
     project, chosen = bake
     actual = files_under(project)
     expected = expected_files(Path(pytestconfig.option.template), chosen)
@@ -176,10 +182,19 @@ def test_dockerfiles_lint_clean(bake: tuple[Path, dict[str, Any]]) -> None:
 
 
 def test_baked_fast_suite(bake: tuple[Path, dict[str, Any]]) -> None:
-    project, _ = bake
+    project, chosen = bake
+    overrides = {k: v for k, v in chosen.items() if DEFAULT[k] != v}
+    # The defaults run the whole fast suite (no folders named).
+    folders = [d for d in folders_for_answers(overrides) if (project / d).is_dir()]
     proc = run(
         python_tool(
-            "pytest", "-q", "-p", "no:cacheprovider", "-m", "not e2e and not vllm and not bench"
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            "not e2e and not vllm and not bench",
+            *folders,
         ),
         project,
         env=baked_test_env(),

@@ -97,10 +97,18 @@ def podman_ready() -> None:
 
 
 @pytest.fixture(scope="module")
-def compose_project(bakery: Bakery) -> Path:
-    with timed("bake (defaults)"):
-        project = bakery.bake({})
-    shutil.copyfile(project / ".env.example", project / ".env")
+def compose_project(request: pytest.FixtureRequest) -> Path:
+    """The default bake, or COMPOSE_PROJECT_DIR: a baked project to run as it is (for
+    iterating on a bake's Dockerfiles or compose file without re-baking)."""
+    given = os.environ.get("COMPOSE_PROJECT_DIR")
+    if given:
+        project = Path(given).resolve()
+    else:
+        bakery: Bakery = request.getfixturevalue("bakery")
+        with timed("bake (defaults)"):
+            project = bakery.bake({})
+    if not (project / ".env").exists():
+        shutil.copyfile(project / ".env.example", project / ".env")
     return project
 
 

@@ -133,8 +133,9 @@ def test_redis_outage_degrades_and_recovers(
 ) -> None:
     used_key = create_key(gateway_url, master_key, f"used-{uuid.uuid4().hex[:6]}")
     unused_key = create_key(gateway_url, master_key, f"unused-{uuid.uuid4().hex[:6]}")
+    assert post_chat(gateway_url, used_key, llm_model, "Say hello.").status_code == 200
     cached_prompt = f"Say hello. ({uuid.uuid4().hex[:8]})"
-    assert post_chat(gateway_url, used_key, llm_model, cached_prompt).status_code == 200
+    assert chat(client, llm_model, cached_prompt).headers["x-cache"] == "miss"
     assert chat(client, llm_model, cached_prompt).headers["x-cache"] == "hit"
 
     stack.stop("redis")
