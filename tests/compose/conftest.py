@@ -127,13 +127,14 @@ def models_dir() -> Path:
     return folder
 
 
-def build_settings() -> tuple[dict[str, str], list[str]]:
+def build_settings(workdir: Path) -> tuple[dict[str, str], list[str]]:
     """Build arguments and mounts for an air-gapped build on this machine.
 
     Only build-time settings differ from a user's `docker compose build`: the machine's
-    CA bundle (pip reaches the package index only through it) and the folder holding
-    the local CPU torch wheel, passed through the build arguments the Dockerfiles
-    declare for air-gapped builds.
+    CA bundle is mounted (pip reaches the package index only through it), and the local
+    CPU torch wheel is offered through the build arguments the Dockerfiles declare for
+    it: `TORCH_INDEX_URL` (the model image's "index serving the CPU build of torch")
+    points at a one-page index of the wheel folder, `PIP_FIND_LINKS` at the folder.
     """
     volumes: list[str] = []
     ca_bundle = Path(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"))
@@ -142,7 +143,9 @@ def build_settings() -> tuple[dict[str, str], list[str]]:
     build_args: dict[str, str] = {}
     wheels = Path(os.environ.get("BLUEPRINT_WHEELS_DIR", "/opt/wheels"))
     if any(wheels.glob("torch-*.whl")):
-        volumes.append(f"{wheels}:/opt/wheels:ro")
+        index = pm.wheel_index(wheels, workdir / "wheel-index", mounted_at="/opt/wheels")
+        volumes += [f"{wheels}:/opt/wheels:ro", f"{index}:/opt/wheel-index:ro"]
+        build_args["TORCH_INDEX_URL"] = "file:///opt/wheel-index"
         build_args["PIP_FIND_LINKS"] = "/opt/wheels"
     return build_args, volumes
 
@@ -187,7 +190,7 @@ def images_to_build(config: dict[str, Any], project: Path) -> list[ImageBuild]:
     return list(found.values())
 
 
-def prepare_images(stack: ComposeStack, project: Path) -> None:
+def prepare_images(stack: ComposeStack, project: Path, workdir: Path) -> None:
     """Stand-ins for every base/registry image, then the project's own images.
 
     Each image gets the build arguments compose would pass (`build.args`) plus the
@@ -195,7 +198,7 @@ def prepare_images(stack: ComposeStack, project: Path) -> None:
     """
     config = stack.config(profiles=ALL_PROFILES)
     builds = images_to_build(config, project)
-    air_gap_args, volumes = build_settings()
+    air_gap_args, volumes = build_settings(workdir)
     refs: list[str] = []
     plans: list[tuple[ImageBuild, dict[str, str]]] = []
     for build in builds:
@@ -296,7 +299,7 @@ def compose_stack(
 
     request.addfinalizer(teardown)
     with timed("images: stand-ins and project builds"):
-        prepare_images(stack, compose_project)
+        prepare_images(stack, compose_project, tmp_path_factory.mktemp("build"))
     with timed("podman-compose up -d"):
         stack.compose("up", "-d")
     with timed("stack healthy (models loaded)"):

@@ -180,6 +180,24 @@ def provide_images(refs: Iterable[str]) -> dict[str, str]:
     return used
 
 
+def wheel_index(wheels: Path, dest: Path, mounted_at: str) -> Path:
+    """A PEP 503 "simple" index (file pages) of a wheel folder mounted at `mounted_at`.
+
+    pip accepts `file://` index URLs; this lets a Dockerfile's `--extra-index-url`
+    build argument reach local wheels without changing the Dockerfile.
+    """
+    projects: dict[str, list[str]] = {}
+    for wheel in sorted(wheels.glob("*.whl")):
+        name = re.sub(r"[-_.]+", "-", wheel.name.split("-", 1)[0]).lower()
+        projects.setdefault(name, []).append(wheel.name)
+    for name, files in projects.items():
+        page = dest / name
+        page.mkdir(parents=True, exist_ok=True)
+        links = "".join(f'<a href="file://{mounted_at}/{f}">{f}</a><br>\n' for f in files)
+        (page / "index.html").write_text(f"<!DOCTYPE html><html><body>\n{links}</body></html>\n")
+    return dest
+
+
 def _is_standin(name: str) -> bool:
     labels = podman("image", "inspect", "--format", "{{json .Labels}}", name).stdout
     return '"blueprint.standin"' in labels
