@@ -76,7 +76,11 @@ class ModelServer(ManagedProcess):
 
     def start(self) -> ModelServer:
         super().start()
-        self.wait_http(self.base_url + "/health", timeout=self.startup_seconds)
+        try:
+            self.wait_http(self.base_url + "/health", timeout=self.startup_seconds)
+        except BaseException:
+            self.stop()  # a fixture that fails in setup never reaches its teardown
+            raise
         return self
 
 
