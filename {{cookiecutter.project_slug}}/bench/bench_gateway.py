@@ -152,7 +152,12 @@ def main() -> None:
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM")
     parser.add_argument("--soak", action="store_true", help="add a soak at a steady rate")
     parser.add_argument("--soak-seconds", type=float, default=600.0)
-    parser.add_argument("--soak-rate", type=float, default=100.0)
+    parser.add_argument(
+        "--soak-rate",
+        type=float,
+        default=None,
+        help="default: half the gateway's highest sustained rate in this run",
+    )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args()
     uvloop.install()
@@ -239,12 +244,15 @@ def main() -> None:
         set_chunk_delay(mock, 0)
 
         if args.soak:
-            console.print(f"soak: {args.soak_seconds:.0f} s at {args.soak_rate:.0f}/s")
+            # A steady rate the gateway sustains here, so the soak measures memory
+            # over time rather than overload.
+            soak_rate = args.soak_rate or max(5.0, 0.5 * (best.get("gateway") or 10))
+            console.print(f"soak: {args.soak_seconds:.0f} s at {soak_rate:.0f}/s")
             start_rss = gw.rss_mb()
-            soak = asyncio.run(open_loop(overhead_target(gw), args.soak_rate, args.soak_seconds))
+            soak = asyncio.run(open_loop(overhead_target(gw), soak_rate, args.soak_seconds))
             results["soak"] = {
                 "seconds": args.soak_seconds,
-                "rate": args.soak_rate,
+                "rate": soak_rate,
                 **soak.summary(),
                 "rss_start_mb": start_rss,
                 "rss_end_mb": gw.rss_mb(),
