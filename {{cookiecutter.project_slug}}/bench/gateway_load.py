@@ -73,7 +73,12 @@ async def _one(
     http: aiohttp.ClientSession, target: Target, result: LoadResult, start: float
 ) -> None:
     try:
-        async with http.request("GET" if not target.body else "POST", target.url, data=target.body, headers=target.headers) as response:
+        async with http.request(
+            "GET" if not target.body else "POST",
+            target.url,
+            data=target.body,
+            headers=target.headers,
+        ) as response:
             await response.read()
             if response.status != 200:
                 result.errors += 1

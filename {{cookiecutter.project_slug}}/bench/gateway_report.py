@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+COLORS = {"direct": "tab:blue", "gateway": "tab:green", "litellm": "tab:red"}
+
 
 def _fmt(value: Any) -> str:
     if value is None:
@@ -119,10 +121,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for name in systems:
         steps = [s for s in results["fixed_rates"] if s["system"] == name]
         rates = [s["rate"] for s in steps]
-        left.plot(rates, [s["p50_ms"] for s in steps], marker="o", label=f"{name} p50")
-        left.plot(
-            rates, [s["p99_ms"] for s in steps], marker="x", linestyle="--", label=f"{name} p99"
-        )
+        color = COLORS.get(name)
+        left.plot(rates, [s["p50_ms"] for s in steps], "o-", color=color, label=f"{name} p50")
+        left.plot(rates, [s["p99_ms"] for s in steps], "x--", color=color, label=f"{name} p99")
     left.set_xlabel("offered rate (requests/s)")
     left.set_ylabel("latency (ms)")
     left.set_yscale("log")
@@ -133,7 +134,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     names = [n for n in results["concurrency_1"] if n != "direct"]
     added = [results["concurrency_1"][n].get("added_p50_ms") or 0 for n in names]
     sustained = [results["max_sustained_rps"].get(n) or 0 for n in names]
-    bars = right.bar(names, added, color=["tab:green", "tab:red", "tab:blue"][: len(names)])
+    bars = right.bar(names, added, color=[COLORS.get(n, "tab:gray") for n in names])
     right.set_ylabel("added p50 latency at concurrency 1 (ms)")
     right.set_title("Overhead (bars) and highest sustained rate (labels)")
     for bar, rate in zip(bars, sustained, strict=True):
