@@ -140,6 +140,7 @@ def test_shell_beats_env_file_beats_env_example(
 ) -> None:
     monkeypatch.delenv("LLM_PORT", raising=False)
     monkeypatch.delenv("GATEWAY_PORT", raising=False)
+    monkeypatch.delenv("MODELS_DIR", raising=False)
     (tmp_path / ".env.example").write_text("LLM_PORT=1111\nGATEWAY_PORT=2221\nMODELS_DIR=./m\n")
     assert load_settings(tmp_path).llm_port == 1111
     (tmp_path / ".env").write_text("LLM_PORT=2222\n")
