@@ -156,6 +156,8 @@ def test_judge_verdict_is_constrained_and_decided_by_majority():
     assert parse_verdict("PASS") == "PASS"
     assert parse_verdict(" fail.") == "FAIL"
     assert parse_verdict("The answer is correct") is None  # never guessed
+    assert parse_verdict("The verdict: PASS") is None  # must open with the verdict
+    assert parse_verdict("PASS or FAIL") is None  # naming both is no verdict
     assert majority(["PASS", "FAIL", "PASS"]) == "PASS"
     assert majority(["PASS", "FAIL", None]) is None  # tie
     assert majority([None, None]) is None

@@ -13,7 +13,7 @@ from evals.datasets import Sample
 from evals.scorers.base import Scorer, ScoreResult, ScoringContext
 
 VERDICTS = ("PASS", "FAIL")
-_VERDICT = re.compile(r"\b(PASS|FAIL)\b", re.IGNORECASE)
+_VERDICT = re.compile(r"^\W*(PASS|FAIL)\b", re.IGNORECASE)
 
 JUDGE_SYSTEM = (
     "You are a strict grader. Read the question, the reference answer and the candidate "
@@ -39,9 +39,12 @@ def judge_messages(
 
 
 def parse_verdict(text: str) -> str | None:
-    """The first PASS/FAIL word; anything else is no verdict (never guessed)."""
-    match = _VERDICT.search(text)
-    return match.group(1).upper() if match else None
+    """The reply must open with PASS or FAIL and not name both; anything else is no
+    verdict (never guessed)."""
+    match = _VERDICT.match(text)
+    if match is None or re.search(r"\bPASS\b.*\bFAIL\b|\bFAIL\b.*\bPASS\b", text, re.I | re.S):
+        return None
+    return match.group(1).upper()
 
 
 @dataclass
