@@ -25,7 +25,7 @@ class System:
     model: str = LLM_ID  # the `model` field requests carry
     health_path: str = "/health"
     accepts_ignore_eos: bool = True
-    startup_timeout: float = 600.0
+    startup_timeout: float = 900.0
 
     @property
     def label(self) -> str:
