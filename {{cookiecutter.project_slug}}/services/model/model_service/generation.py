@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -67,6 +68,13 @@ def resolve_dtype(name: str) -> torch.dtype:
     return dtype
 
 
+def compute_threads(requested: int) -> int:
+    """Threads for torch: the requested number, or every usable CPU but one."""
+    if requested > 0:
+        return requested
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
 def kv_bytes_per_token(model: Any) -> int:
     config = model.config.get_text_config()
     heads = config.num_attention_heads
@@ -103,7 +111,12 @@ class GenerationEngine:
         max_batch_tokens: int,
         kv_cache_gib: float = 1.0,
         quantization: str | None = None,
+        num_threads: int = 0,
     ) -> GenerationEngine:
+        if not torch.cuda.is_available():
+            # The event loop (HTTP, tokenizer, SSE) shares the CPUs with the generation
+            # loop; OpenMP threads that lose their core stall every step at barriers.
+            torch.set_num_threads(compute_threads(num_threads))
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=resolve_dtype(dtype), attn_implementation="sdpa"

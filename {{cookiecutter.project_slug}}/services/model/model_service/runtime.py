@@ -80,6 +80,7 @@ class Runtime:
                 max_queue=settings.max_queue,
                 max_batch_tokens=settings.max_batch_tokens,
                 kv_cache_gib=settings.kv_cache_gib,
+                num_threads=settings.num_threads,
                 quantization=settings.quantization,
             )
         log.info("model ready in %.1fs", time.perf_counter() - started)

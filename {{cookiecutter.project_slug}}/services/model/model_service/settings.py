@@ -56,6 +56,12 @@ class ModelSettings(BaseSettings):
     kv_cache_gib: float = Field(
         default=1.0, gt=0, description="transformers backend: memory for the paged KV cache (GiB)."
     )
+    num_threads: int = Field(
+        default=0,
+        ge=0,
+        description="transformers backend: torch threads; 0 = one per CPU but one, "
+        "leaving a core to the HTTP server (vLLM-CPU does the same).",
+    )
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
     models_dir: Path = Field(

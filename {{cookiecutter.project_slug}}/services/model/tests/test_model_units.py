@@ -177,3 +177,13 @@ def test_embeddings_base64_is_little_endian_float32() -> None:
     decoded = np.frombuffer(base64.b64decode(encode_vector(vector, "base64")), dtype="<f4")
     assert decoded.tolist() == [0.5, -1.25, 3.0]
     assert encode_vector(vector, "float") == [0.5, -1.25, 3.0]
+
+
+def test_torch_threads_leave_a_core_to_the_server() -> None:
+    import os
+
+    from model_service.generation import compute_threads
+
+    usable = len(os.sched_getaffinity(0))
+    assert compute_threads(0) == max(1, usable - 1)
+    assert compute_threads(3) == 3
