@@ -224,6 +224,7 @@ def build_image(
     for name, value in build_args.items():
         argv += ["--build-arg", f"{name}={value}"]
     argv.append(str(context))
+    previous = podman("image", "inspect", "--format", "{{.Id}}", tag, check=False).stdout.strip()
     with log.open("a") as out:
         out.write(f"$ podman {' '.join(argv)}\n")
         out.flush()
@@ -237,3 +238,7 @@ def build_image(
     if proc.returncode != 0:
         tail = log.read_text()[-6000:]
         raise PodmanError(f"building {tag} from {dockerfile} failed:\n{tail}")
+    current = podman("image", "inspect", "--format", "{{.Id}}", tag).stdout.strip()
+    if previous and previous != current:
+        # the image this tag pointed at before is now unnamed: do not let rebuilds pile up
+        podman("rmi", previous, check=False)

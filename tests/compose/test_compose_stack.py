@@ -133,13 +133,21 @@ def test_redis_outage_degrades_and_recovers(
 ) -> None:
     used_key = create_key(gateway_url, master_key, f"used-{uuid.uuid4().hex[:6]}")
     unused_key = create_key(gateway_url, master_key, f"unused-{uuid.uuid4().hex[:6]}")
-    assert post_chat(gateway_url, used_key, llm_model, "Say hello.").status_code == 200
     cached_prompt = f"Say hello. ({uuid.uuid4().hex[:8]})"
     assert chat(client, llm_model, cached_prompt).headers["x-cache"] == "miss"
     assert chat(client, llm_model, cached_prompt).headers["x-cache"] == "hit"
+    # verified just before the outage, so its in-process copy (60 s) is still fresh
+    assert post_chat(gateway_url, used_key, llm_model, "Say hello.").status_code == 200
 
     stack.stop("redis")
     try:
+        # A stored key is honoured only from the in-process copy of its verified hash.
+        honoured = post_chat(gateway_url, used_key, llm_model, "Say yes.")
+        assert honoured.status_code == 200, honoured.text
+        refused = assert_openai_error(post_chat(gateway_url, unused_key, llm_model, "Hi."), 503)
+        assert refused["code"] == "key_store_unavailable"
+        stranger = post_chat(gateway_url, "sk-gw-never-issued", llm_model, "Hi.")
+        assert_openai_error(stranger, 503)
         # The master key keeps working, without the cache.
         during = chat(client, llm_model, cached_prompt)
         assert during.parse().choices[0].message.content
@@ -148,12 +156,6 @@ def test_redis_outage_degrades_and_recovers(
         assert ready.status_code == 200
         assert ready.json()["status"] == "degraded"
         assert ready.json()["redis"] == "down"
-        # A stored key is honoured only from the in-process copy of its verified hash.
-        assert post_chat(gateway_url, used_key, llm_model, "Say yes.").status_code == 200
-        refused = assert_openai_error(post_chat(gateway_url, unused_key, llm_model, "Hi."), 503)
-        assert refused["code"] == "key_store_unavailable"
-        stranger = post_chat(gateway_url, "sk-gw-never-issued", llm_model, "Hi.")
-        assert_openai_error(stranger, 503)
     finally:
         stack.start("redis")
 
@@ -248,8 +250,9 @@ def test_evals_job_runs_in_a_container(stack: ComposeStack) -> None:
     # --no-deps: the stack is up already, and podman-compose 1.6 `run` refuses to start
     # dependencies when one of them (llm-gpu, embedder-gpu: `required: false`) belongs
     # to an inactive profile ("missing services"); Docker Compose skips those.
+    # -T: no pseudo-TTY, so the job's progress bars do not flood the log.
     proc = stack.compose(
-        "run", "--rm", "--no-deps", "evals", profiles=("cpu", "evals"), timeout=1500
+        "run", "--rm", "--no-deps", "-T", "evals", profiles=("cpu", "evals"), timeout=1500
     )
     assert proc.returncode == 0
     reports = sorted(Path(stack.env["REPORTS_DIR"]).glob("*/report.json"))
