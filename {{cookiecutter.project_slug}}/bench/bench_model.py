@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +59,25 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-async def warm_up(system: System, base_url: str, pid: int) -> None:
-    await run_level(base_url, system.model, 2, 4, 16, system.accepts_ignore_eos, pid)
+def token_counter(models_dir: Path) -> Callable[[str], int]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir(models_dir))
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+async def warm_up(
+    system: System, base_url: str, pid: int, count_tokens: Callable[[str], int]
+) -> None:
+    await run_level(base_url, system.model, 2, 4, 16, system.accepts_ignore_eos, pid, count_tokens)
 
 
 async def bench_system(
-    system: System, args: argparse.Namespace, log_dir: Path, progress: Progress
+    system: System,
+    args: argparse.Namespace,
+    log_dir: Path,
+    progress: Progress,
+    count_tokens: Callable[[str], int],
 ) -> dict[str, Any]:
     run: dict[str, Any] = {"system": system.name, "dtype": system.dtype, "levels": []}
     task = progress.add_task(system.label, total=len(args.concurrency) + 2)
@@ -76,7 +90,7 @@ async def bench_system(
         return run
     try:
         progress.advance(task)
-        await warm_up(system, base_url, process.pid)
+        await warm_up(system, base_url, process.pid, count_tokens)
         progress.advance(task)
         for concurrency in args.concurrency:
             requests = args.requests_per_level or max(8, concurrency)
@@ -88,6 +102,7 @@ async def bench_system(
                 args.max_tokens,
                 system.accepts_ignore_eos,
                 process.pid,
+                count_tokens,
             )
             run["levels"].append(level.as_dict())
             console.log(
@@ -122,9 +137,10 @@ async def main() -> int:
         "runs": [],
     }
     logs = args.out / "logs"
+    count_tokens = token_counter(args.models_dir)
     with Progress(console=console) as progress:
         for system in systems:
-            report["runs"].append(await bench_system(system, args, logs, progress))
+            report["runs"].append(await bench_system(system, args, logs, progress, count_tokens))
     for path in write(report, args.out):
         console.print(f"wrote {path}")
     for check in report["acceptance"]:

@@ -1,5 +1,9 @@
 """Closed-loop load on an OpenAI-compatible server: streamed chat completions, tokens
-counted from the server's `usage`, TTFT from the first content chunk."""
+counted from the server's `usage`, TTFT from the first content chunk.
+
+A server that ignores `stream_options.include_usage` (`transformers serve`) sends no
+usage; its output is then counted by tokenizing the streamed text (marked in results).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import json
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import httpx
@@ -25,11 +30,15 @@ def prompts(count: int) -> list[str]:
     return [f"Write a long story about {TOPICS[i % len(TOPICS)]}. ({i})" for i in range(count)]
 
 
+TokenCounter = Callable[[str], int]
+
+
 @dataclass
 class RequestResult:
     ttft: float
     latency: float
     completion_tokens: int
+    from_usage: bool = True
 
 
 @dataclass
@@ -45,6 +54,7 @@ class LevelResult:
     ttft_p99_s: float
     tpot_p50_s: float
     peak_rss_mb: float
+    tokens_from: str = "usage"
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -84,7 +94,12 @@ class RssSampler:
 
 
 async def one_request(
-    client: httpx.AsyncClient, model: str, prompt: str, max_tokens: int, ignore_eos: bool
+    client: httpx.AsyncClient,
+    model: str,
+    prompt: str,
+    max_tokens: int,
+    ignore_eos: bool,
+    count_tokens: TokenCounter,
 ) -> RequestResult:
     body: dict[str, object] = {
         "model": model,
@@ -99,6 +114,7 @@ async def one_request(
     started = time.perf_counter()
     ttft: float | None = None
     tokens = 0
+    text: list[str] = []
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
@@ -108,12 +124,18 @@ async def one_request(
             if "error" in chunk:
                 raise RuntimeError(chunk["error"])
             for choice in chunk.get("choices") or []:
-                if ttft is None and (choice.get("delta") or {}).get("content"):
-                    ttft = time.perf_counter() - started
+                content = (choice.get("delta") or {}).get("content")
+                if content:
+                    text.append(content)
+                    if ttft is None:
+                        ttft = time.perf_counter() - started
             if chunk.get("usage"):
                 tokens = int(chunk["usage"]["completion_tokens"])
     latency = time.perf_counter() - started
-    return RequestResult(ttft if ttft is not None else latency, latency, tokens)
+    ttft = ttft if ttft is not None else latency
+    if not tokens and text:
+        return RequestResult(ttft, latency, count_tokens("".join(text)), from_usage=False)
+    return RequestResult(ttft, latency, tokens)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -132,6 +154,7 @@ async def run_level(
     max_tokens: int,
     ignore_eos: bool,
     pid: int,
+    count_tokens: TokenCounter,
 ) -> LevelResult:
     """`requests` requests, at most `concurrency` in flight at any time."""
     queue = prompts(requests)
@@ -147,7 +170,11 @@ async def run_level(
             while queue:
                 prompt = queue.pop()
                 try:
-                    results.append(await one_request(client, model, prompt, max_tokens, ignore_eos))
+                    results.append(
+                        await one_request(
+                            client, model, prompt, max_tokens, ignore_eos, count_tokens
+                        )
+                    )
                 except (httpx.HTTPError, RuntimeError):
                     failures += 1
 
@@ -173,4 +200,5 @@ async def run_level(
         ttft_p99_s=round(percentile(ttfts, 99), 3),
         tpot_p50_s=round(statistics.median(tpots), 4) if tpots else float("nan"),
         peak_rss_mb=round(rss.peak_bytes / 2**20, 1),
+        tokens_from="usage" if all(r.from_usage for r in results) else "tokenizer",
     )

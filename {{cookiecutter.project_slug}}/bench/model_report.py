@@ -17,8 +17,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{meta['cpus']} CPUs; started {meta['started']}.",
         "",
         "| system | dtype | concurrency | requests | failed | output tok/s | mean out tokens "
-        "| TTFT p50 (s) | TTFT p99 (s) | TPOT p50 (s) | peak RSS (MB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| TTFT p50 (s) | TTFT p99 (s) | TPOT p50 (s) | peak RSS (MB) | tokens from |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for run in report["runs"]:
         for level in run["levels"]:
@@ -27,7 +27,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {level['requests']} | {level['failed']} | {level['output_tok_per_s']:.1f} "
                 f"| {level['mean_output_tokens']:.1f} | {level['ttft_p50_s']:.2f} "
                 f"| {level['ttft_p99_s']:.2f} | {level['tpot_p50_s']:.3f} "
-                f"| {level['peak_rss_mb']:.0f} |"
+                f"| {level['peak_rss_mb']:.0f} | {level.get('tokens_from', 'usage')} |"
             )
         if run.get("error"):
             lines.append(f"| {run['system']} | {run['dtype']} | — | failed: {run['error']} |")
@@ -37,7 +37,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         "TTFT: time to the first streamed content token. TPOT: (latency - TTFT) / "
-        "(output tokens - 1) per request. Peak RSS: the server process and its children.",
+        "(output tokens - 1) per request. Peak RSS: the server process and its children. "
+        "Tokens from `tokenizer`: the server sent no usage (it ignores "
+        "`stream_options`), so its streamed text was tokenized.",
         "",
     ]
     return "\n".join(lines)

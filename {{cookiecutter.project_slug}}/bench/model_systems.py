@@ -54,10 +54,21 @@ def our_server(models_dir: Path, dtype: str, port: int, max_num_seqs: int = 64) 
     return System("transformers", dtype, argv, env)
 
 
+def kv_blocks(dtype: str, gib: float = 1.0, block: int = 64) -> int:
+    """Blocks of `block` tokens in `gib` GiB of SmolLM2-135M KV cache (MODEL_KV_CACHE_GIB)."""
+    layers, kv_heads, head_dim = 30, 3, 64
+    per_token = 2 * layers * kv_heads * head_dim * (4 if dtype == "float32" else 2)
+    return int(gib * 2**30) // per_token // block
+
+
 def transformers_serve(models_dir: Path, dtype: str, port: int) -> System:
     cli = shutil.which("transformers", path=str(Path(sys.executable).parent)) or "transformers"
     path = str(model_dir(models_dir))
     argv = [cli, "serve", "--continuous-batching", "--dtype", dtype, "--device", "cpu"]
+    # Left alone it sizes its KV cache from all free RAM (about 20 GB here) and is
+    # OOM-killed on the first request; give it our backend's cache and batch budget.
+    argv += ["--cb-block-size", "64", "--cb-num-blocks", str(kv_blocks(dtype))]
+    argv += ["--cb-max-batch-tokens", "512"]
     argv += ["--host", "127.0.0.1", "--port", str(port), path]
     # It loads the model on the first request, not at startup: warm-up covers that.
     return System("transformers-serve", dtype, argv, model=path, accepts_ignore_eos=False)
