@@ -91,7 +91,11 @@ def start(system: System, log_dir: Path) -> tuple[ManagedProcess, str]:
     process = ManagedProcess(system.name + "-" + system.dtype, system.argv, log_dir, system.env)
     process.start()
     base_url = f"http://127.0.0.1:{port}"
-    process.wait_http(base_url + system.health_path, timeout=system.startup_timeout)
+    try:
+        process.wait_http(base_url + system.health_path, timeout=system.startup_timeout)
+    except BaseException:
+        process.stop()  # also on Ctrl-C: never leave a server behind
+        raise
     return process, base_url
 
 
