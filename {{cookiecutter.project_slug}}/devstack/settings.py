@@ -8,6 +8,7 @@ below equal `.env.example`'s values; a test keeps the two (and compose) in step.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -73,7 +74,7 @@ def load_settings(root: Path, env_file: Path | None = None) -> DevSettings:
 def _is_jinja_template(path: Path) -> bool:
     """In the template repository `.env.example` is still a cookiecutter template; the
     field defaults (equal to its rendered values) stand in for it there."""
-    return "{{ cookiecutter." in path.read_text()
+    return re.search(r"\{\{\s*cookiecutter\.", path.read_text()) is not None
 
 
 PORT_VARIABLES: dict[str, str] = {

@@ -253,7 +253,7 @@ def test_stack_starts_in_order_and_sigint_leaves_no_process(
 def dev_command() -> list[str]:
     """`make dev` in a generated project; in the template repository the Makefile is still
     a template, so the same entry point runs directly."""
-    if "{%" in (ROOT / "Makefile").read_text():
+    if re.search(r"[{]%", (ROOT / "Makefile").read_text()):
         return [sys.executable, "-m", "devstack", "up"]
     return ["make", "dev", f"PYTHON={sys.executable}"]
 

@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE_MARKERS = ("{{ cookiecutter.", "{%")
+# Written so that this file holds no template markers itself (it is copied verbatim).
+TEMPLATE_MARKERS = ("{" * 2 + " cookiecutter.", "{" + "%")
 
 
 @cache

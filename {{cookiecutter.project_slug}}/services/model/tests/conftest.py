@@ -21,10 +21,8 @@ CORPUS = [
     "user assistant system: write a short story about a robot.",
 ]
 SPECIAL = ["<unk>", "<|im_start|>", "<|im_end|>"]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+# ChatML, as SmolLM2 uses it; kept in a .jinja file (copied verbatim by cookiecutter).
+CHAT_TEMPLATE = (Path(__file__).parent / "chat_template.jinja").read_text().rstrip("\n")
 
 
 def build_tokenizer() -> Any:
