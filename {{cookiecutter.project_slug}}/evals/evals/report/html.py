@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from jinja2 import Environment, select_autoescape
+from jinja2 import Environment, PackageLoader, select_autoescape
 
 from evals.perf.metrics import DEFINITIONS
 from evals.report import plots
@@ -21,37 +21,12 @@ from evals.report.tables import (
 )
 from evals.results import Report
 
-_TEMPLATE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>Evals report {{ report.run_id }}</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:.5rem 0 1.5rem;font-size:.9rem}
-th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
-th{background:#f3f3f3} .fail{color:#b00020;font-weight:bold} .pass{color:#137333}
-img{max-width:100%;display:block;margin:.5rem 0 1.5rem} code{background:#f3f3f3;padding:0 .2rem}
-</style></head><body>
-<h1>Evals {{ report.kind }} report <code>{{ report.run_id }}</code></h1>
-<p>{{ status }} · model <code>{{ report.model }}</code> · endpoint
-<code>{{ report.endpoint }}</code> · {{ '%.1f' % report.duration_s }} s ·
-{{ report.created_at }}</p>
-{% for error in report.errors %}<p class="fail">{{ error }}</p>{% endfor %}
-{% macro table(t) %}<h3>{{ t.title }}</h3><table>
-<tr>{% for h in t.headers %}<th>{{ h }}</th>{% endfor %}</tr>
-{% for row in t.rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}
-</table>{% endmacro %}
-{% for s in sections %}<section><h2>{{ s.title }}</h2>
-{% if s.note %}<p>{{ s.note }}</p>{% endif %}
-{% for t in s.tables %}{{ table(t) }}{% endfor %}
-{% for img in s.images %}
-<img alt="{{ img.alt }}" src="data:image/png;base64,{{ img.data }}">{% endfor %}
-</section>{% endfor %}
-{% if definitions %}<h2>Definitions</h2><ul>{% for k, v in definitions.items() %}
-<li><b>{{ k }}</b>: {{ v }}</li>{% endfor %}</ul>{% endif %}
-</body></html>
-"""
-
-_env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
+# The page layout lives in report.html.j2 beside this module (a package data file, copied
+# verbatim by cookiecutter), so no Python file carries template syntax.
+_env = Environment(
+    loader=PackageLoader("evals.report", ""),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+)
 
 
 @dataclass
@@ -105,7 +80,7 @@ def render_html(report: Report) -> str:
         images = _image("latency distributions", plots.latency_distributions(perf))
         images += _image("throughput vs concurrency", plots.throughput_vs_concurrency(perf))
         sections.append(Section("Performance", note, [perf_table(perf)], images))
-    return _env.from_string(_TEMPLATE).render(
+    return _env.get_template("report.html.j2").render(
         report=report,
         status=status_line(report).replace("*", ""),
         sections=sections,
