@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.matrix import ROOT, answers, bake_id
+from tests.matrix import ROOT, answers, bake_id, unique_bakes
 
 BAKE_SUMMARY: dict[str, dict[str, Any]] = {}
 
@@ -106,9 +106,20 @@ def python_tool(*args: str) -> list[str]:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not BAKE_SUMMARY:
+    # Bakes happen in whichever process ran the test (also under xdist), so the
+    # summary lists every answer set that was baked there or, in the controller,
+    # the matrix the bake tests ran over.
+    baked = dict(BAKE_SUMMARY)
+    if not baked and any(
+        "test_bakes.py" in report.nodeid
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if hasattr(report, "nodeid")
+    ):
+        baked = {bake_id(overrides): answers(overrides) for overrides in unique_bakes()}
+    if not baked:
         return
-    terminalreporter.section(f"bakes: {len(BAKE_SUMMARY)}")
-    for key, full in BAKE_SUMMARY.items():
+    terminalreporter.section(f"bakes: {len(baked)}")
+    for key, full in baked.items():
         options = " ".join(f"{k}={v}" for k, v in full.items())
         terminalreporter.write_line(f"{key:<60} {options}")

@@ -8,6 +8,7 @@ own fast test suite. The slow end-to-end suites run in test_baked_e2e.py.
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import subprocess
 import sys
@@ -156,7 +157,9 @@ def packages(project: Path) -> list[str]:
 
 def test_mypy(bake: tuple[Path, dict[str, Any]]) -> None:
     project, _ = bake
-    cache = ROOT / ".cache" / "mypy"
+    # One cache per xdist worker: bakes share module names, so the cache makes every
+    # bake after the first fast, and workers never write the same cache at once.
+    cache = ROOT / ".cache" / f"mypy-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
     run(python_tool("mypy", "--cache-dir", str(cache), *packages(project)), project)
 
 
