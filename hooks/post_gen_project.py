@@ -1,7 +1,8 @@
 """Remove the parts the answers did not select, then print the next steps.
 
-Which paths belong to which option is data (hooks/optional_parts.toml in the template
-repository); this script only applies it. It touches no network.
+Which paths belong to which option is data (`.optional_parts.toml` at the root of the
+generated project, deleted once applied); this script only applies it. It touches no
+network.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+MANIFEST = ".optional_parts.toml"
 
-def load_manifest(repo_dir: Path) -> list[dict[str, Any]]:
-    with (repo_dir / "hooks" / "optional_parts.toml").open("rb") as fh:
+
+def load_manifest(project: Path) -> list[dict[str, Any]]:
+    with (project / MANIFEST).open("rb") as fh:
         parts: list[dict[str, Any]] = tomllib.load(fh)["part"]
     return parts
 
@@ -69,8 +72,9 @@ def next_steps(answers: dict[str, Any]) -> str:
 
 
 def main(answers: dict[str, Any], project: Path) -> int:
-    parts = load_manifest(Path(answers["_repo_dir"]))
+    parts = load_manifest(project)
     remove(paths_to_remove(project, parts, answers))
+    (project / MANIFEST).unlink()
     remove_empty_dirs(project)
     print(next_steps(answers))
     return 0

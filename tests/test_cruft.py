@@ -17,7 +17,9 @@ def test_cruft_create_records_the_template_version(tmp_path: Path) -> None:
     shutil.copytree(
         ROOT,
         repo,
-        ignore=shutil.ignore_patterns(".venv*", ".cache", "build", "__pycache__", ".*_cache"),
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv*", ".cache", "build", "__pycache__", ".*_cache"
+        ),
     )
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)

@@ -23,6 +23,7 @@ def load_hook(name: str) -> ModuleType:
     return module
 
 
+MANIFEST = ROOT / "{{cookiecutter.project_slug}}" / ".optional_parts.toml"
 pre_gen = load_hook("pre_gen_project")
 post_gen = load_hook("post_gen_project")
 
@@ -77,7 +78,7 @@ def test_main_prints_errors_and_fails(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_manifest_parts_name_only_known_options() -> None:
-    manifest = tomllib.loads((ROOT / "hooks" / "optional_parts.toml").read_text())
+    manifest = tomllib.loads(MANIFEST.read_text())
     for part in manifest["part"]:
         for key, value in part["when"].items():
             allowed = DEFAULT.keys()
@@ -107,7 +108,7 @@ def _project(tmp_path: Path) -> Path:
 
 def test_post_gen_removes_only_unselected_parts(tmp_path: Path) -> None:
     project = _project(tmp_path)
-    parts = post_gen.load_manifest(ROOT)
+    parts = post_gen.load_manifest(MANIFEST.parent)
     chosen = answers({"deploy_target": "none", "enable_rag": "no", "ci_provider": "none"})
     post_gen.remove(post_gen.paths_to_remove(project, parts, chosen))
     post_gen.remove_empty_dirs(project)
@@ -119,7 +120,7 @@ def test_post_gen_removes_only_unselected_parts(tmp_path: Path) -> None:
 
 def test_post_gen_keeps_everything_for_defaults(tmp_path: Path) -> None:
     project = _project(tmp_path)
-    parts = post_gen.load_manifest(ROOT)
+    parts = post_gen.load_manifest(MANIFEST.parent)
     assert post_gen.paths_to_remove(project, parts, answers({})) == []
 
 
