@@ -14,28 +14,9 @@ from typing import Any
 import pytest
 
 from tests.matrix import ROOT, answers, bake_id, unique_bakes
+from tools.template_snapshot import snapshot_template
 
 BAKE_SUMMARY: dict[str, dict[str, Any]] = {}
-
-
-def snapshot_template(dest: Path) -> Path:
-    """Copy what a clean clone would hold (tracked and unignored files) into dest.
-
-    Bakes then never see caches or build output lying in a working tree.
-    """
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for rel in filter(None, listed.split("\0")):
-        source = ROOT / rel
-        if source.is_file():
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-    return dest
 
 
 def pytest_configure(config: pytest.Config) -> None:

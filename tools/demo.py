@@ -34,6 +34,9 @@ from openai import OpenAI
 from rich.console import Console
 from rich.panel import Panel
 
+# Run as `python tools/demo.py`: this folder is on sys.path.
+from template_snapshot import snapshot_template
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / "build" / "demo"
 QUESTION = "What is the capital of France? Answer in one sentence."
@@ -46,23 +49,6 @@ console = Console(soft_wrap=True)
 
 def step(number: int, text: str) -> None:
     console.rule(f"[bold cyan]{number}. {text}")
-
-
-def snapshot_template(dest: Path) -> Path:
-    """What a clean clone holds (tracked and unignored files): no caches, no builds."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for relative in filter(None, listed.split("\0")):
-        source = ROOT / relative
-        if source.is_file():
-            target = dest / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-    return dest
 
 
 def bake() -> Path:
