@@ -140,7 +140,7 @@ def label_problems(query: str, labels: dict[str, set[str]]) -> list[str]:
     for selector in found:
         for matcher in selector.matchers.matchers:
             if matcher.name not in labels.get(selector.name, set()) | TARGET_LABELS:
-                problems.append(f"{selector.name}{{{matcher.name}}}")
+                problems.append(selector.name + "{" + matcher.name + "}")
     return problems
 
 

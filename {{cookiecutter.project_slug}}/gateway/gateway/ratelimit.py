@@ -57,6 +57,12 @@ return {1, '', math.ceil(requests) + 1, math.ceil(tokens) + cost, 0, current}
 """
 
 
+def limit_key(key_id: str) -> str:
+    """Redis key of one API key's limit window. The braces are a hash tag, so a
+    Redis Cluster keeps each key's counters in one slot for the Lua script."""
+    return "gw:rl:" + "{" + key_id + "}"
+
+
 @dataclass(frozen=True)
 class LimitDecision:
     allowed: bool
@@ -98,7 +104,7 @@ class RateLimiter:
 
         `also_get` names a key (the exact-cache entry) read in the same round trip.
         """
-        keys = [f"gw:rl:{{{record.id}}}"]
+        keys = [limit_key(record.id)]
         args: list[str | int] = [
             "reserve",
             WINDOW_SECONDS,
@@ -138,7 +144,7 @@ class RateLimiter:
             return
         await self.store.call(
             lambda r: self.script(
-                keys=[f"gw:rl:{{{record.id}}}"],
+                keys=[limit_key(record.id)],
                 args=["settle", WINDOW_SECONDS, decision.window, delta],
                 client=r,
             )
