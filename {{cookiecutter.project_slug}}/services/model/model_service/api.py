@@ -5,16 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from model_service import genai_spans
 from model_service.embedding import encode_vector
 from model_service.errors import APIError, bad_request, error_body
-from model_service.generation import Delta, GenerationEngine, GenerationFailed, QueueFull
+from model_service.generation import (
+    Delta,
+    GenerationEngine,
+    GenerationFailed,
+    QueueFull,
+    RequestStats,
+)
 from model_service.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -38,6 +45,9 @@ from model_service.protocol import (
 )
 from model_service.runtime import Runtime
 from model_service.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 router = APIRouter()
 
@@ -97,6 +107,7 @@ async def chat_completions(
         raise bad_request(str(error), "messages") from error
     params = sampling_params(body, len(prompt_ids), engine.max_model_len)
     request_id, created, model = new_id("chatcmpl"), now(), runtime.model_name
+    span = genai_spans.start(runtime.tracing, "chat", model, request_id, body)
 
     if body.stream:
 
@@ -117,11 +128,11 @@ async def chat_completions(
             )
 
         events = await stream_events(
-            engine, prompt_ids, params, chunk(None, role=True), chunk, usage_chunk, body
+            engine, prompt_ids, params, chunk(None, role=True), chunk, usage_chunk, body, span
         )
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
-    text, last = await complete(request, engine, prompt_ids, params)
+    text, last = await complete(request, engine, prompt_ids, params, span)
     return ChatCompletionResponse(
         id=request_id,
         created=created,
@@ -142,6 +153,7 @@ async def completions(
     prompt_ids = completion_prompt_ids(body, engine)
     params = sampling_params(body, len(prompt_ids), engine.max_model_len)
     request_id, created, model = new_id("cmpl"), now(), runtime.model_name
+    span = genai_spans.start(runtime.tracing, "text_completion", model, request_id, body)
 
     if body.stream:
 
@@ -157,10 +169,12 @@ async def completions(
                 id=request_id, created=created, model=model, choices=[], usage=usage
             )
 
-        events = await stream_events(engine, prompt_ids, params, None, chunk, usage_chunk, body)
+        events = await stream_events(
+            engine, prompt_ids, params, None, chunk, usage_chunk, body, span
+        )
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
-    text, last = await complete(request, engine, prompt_ids, params)
+    text, last = await complete(request, engine, prompt_ids, params, span)
     return CompletionResponse(
         id=request_id,
         created=created,
@@ -186,9 +200,23 @@ async def embeddings(body: EmbeddingRequest, runtime: RuntimeDep) -> EmbeddingRe
                 f"However, input {index} has {count} tokens. Please reduce its length.",
                 "input",
             )
-    result = await engine.embed(texts)
+    response_id = new_id("embd")
+    span = genai_spans.start(
+        runtime.tracing,
+        "embeddings",
+        runtime.model_name,
+        response_id,
+        attributes={"gen_ai.request.encoding_formats": [body.encoding_format]},
+    )
+    try:
+        result = await engine.embed(texts)
+    except BaseException as error:
+        genai_spans.end_embedding(span, None, None, error)
+        raise
+    dimensions = len(result.vectors[0]) if result.vectors else None
+    genai_spans.end_embedding(span, result.prompt_tokens, dimensions)
     return EmbeddingResponse(
-        id=new_id("embd"),
+        id=response_id,
         created=now(),
         model=runtime.model_name,
         data=[
@@ -291,10 +319,15 @@ def queue_full(error: QueueFull) -> APIError:
 
 
 async def complete(
-    request: Request, engine: GenerationEngine, prompt_ids: list[int], params: SamplingParams
+    request: Request,
+    engine: GenerationEngine,
+    prompt_ids: list[int],
+    params: SamplingParams,
+    span: Span | None = None,
 ) -> tuple[str, Delta]:
-    """Run to completion; stop (and free the slot) if the client goes away."""
-    deltas = engine.generate(prompt_ids, params)
+    """Run to completion; stop (and free the slot) if the client goes away. Ends `span`."""
+    stats = RequestStats()
+    deltas = engine.generate(prompt_ids, params, stats)
 
     async def collect() -> tuple[str, Delta]:
         parts, last = [], Delta("", 0)
@@ -304,6 +337,8 @@ async def complete(
         return "".join(parts), last
 
     task = asyncio.ensure_future(collect())
+    failure: BaseException | None = None
+    disconnected = False
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_SECONDS)
@@ -311,15 +346,22 @@ async def complete(
                 return task.result()
             if await request.is_disconnected():
                 task.cancel()
+                disconnected = True
                 raise APIError(499, "client disconnected")
     except QueueFull as error:
+        failure = error
         raise queue_full(error) from error
     except GenerationFailed as error:
+        failure = error
         raise APIError(500, f"generation failed: {error}") from error
+    except BaseException as error:
+        failure = error
+        raise
     finally:
         if not task.done():
             task.cancel()
         await deltas.aclose()
+        genai_spans.end_generation(span, stats, failure, disconnected)
 
 
 async def stream_events(
@@ -330,14 +372,23 @@ async def stream_events(
     chunk: Callable[[Delta], BaseModel],
     usage_chunk: Callable[[Usage], BaseModel],
     body: SamplingFields,
+    span: Span | None = None,
 ) -> AsyncIterator[str]:
-    """SSE events; admission happens before the 200 so a full queue is still a 503."""
-    deltas = engine.generate(prompt_ids, params)
+    """SSE events; admission happens before the 200 so a full queue is still a 503.
+    `span` ends with the stream: at its end, on an error or when the client goes away."""
+    stats = RequestStats()
+    deltas = engine.generate(prompt_ids, params, stats)
     try:
         opening = await anext(deltas)
     except QueueFull as error:
+        genai_spans.end_generation(span, stats, error)
         raise queue_full(error) from error
-    return _sse(deltas, opening, prompt_ids, first, chunk, usage_chunk, body.include_usage)
+    except BaseException as error:
+        genai_spans.end_generation(span, stats, error)
+        raise
+    return _sse(
+        deltas, opening, prompt_ids, first, chunk, usage_chunk, body.include_usage, span, stats
+    )
 
 
 async def _sse(
@@ -348,6 +399,8 @@ async def _sse(
     chunk: Callable[[Delta], BaseModel],
     usage_chunk: Callable[[Usage], BaseModel],
     include_usage: bool,
+    span: Span | None,
+    stats: RequestStats,
 ) -> AsyncIterator[str]:
     def event(payload: BaseModel | dict[str, Any]) -> str:
         data = payload if isinstance(payload, dict) else payload.model_dump()
@@ -359,6 +412,8 @@ async def _sse(
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
     last = opening
+    failure: BaseException | None = None
+    disconnected = False
     try:
         if first is not None:
             yield event(first)
@@ -371,7 +426,15 @@ async def _sse(
         if include_usage:
             yield event(usage_chunk(usage_of(prompt_ids, last)))
     except GenerationFailed as error:
+        failure = error
         yield event(error_body(500, f"generation failed: {error}"))
+    except (asyncio.CancelledError, GeneratorExit):
+        disconnected = True  # the server cancels or closes the stream when the client leaves
+        raise
+    except BaseException as error:
+        failure = error
+        raise
     finally:
         await deltas.aclose()
+        genai_spans.end_generation(span, stats, failure, disconnected)
     yield "data: [DONE]\n\n"

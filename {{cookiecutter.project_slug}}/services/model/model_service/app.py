@@ -14,13 +14,16 @@ from model_service.errors import install_error_handlers
 from model_service.metrics import ServiceMetrics
 from model_service.runtime import Runtime
 from model_service.settings import ModelSettings
+from model_service.tracing import configure_tracing, instrument
 
 
 def create_app(
     settings: ModelSettings, on_load_failure: Callable[[], None] | None = None
 ) -> FastAPI:
-    """The app loads its model in the background once it starts serving."""
+    """The app loads its model in the background once it starts serving. Traced when the
+    `OTEL_*` variables ask for it (see model_service.tracing)."""
     runtime = Runtime(settings, ServiceMetrics(settings.model_name))
+    runtime.tracing = configure_tracing("llm" if settings.task == "generate" else "embedder")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -35,4 +38,6 @@ def create_app(
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(router)
+    if runtime.tracing:
+        instrument(app)
     return app

@@ -15,7 +15,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,23 @@ class GenerationFailed(Exception):
 class Delta:
     text: str
     completion_tokens: int
+    finish_reason: str | None = None
+
+
+@dataclass
+class RequestStats:
+    """What one generation did, filled in by the engine as it runs (for metrics and traces).
+
+    Times are `time.perf_counter()` seconds; None until the moment has happened.
+    """
+
+    prompt_tokens: int = 0
+    arrived: float = field(default_factory=time.perf_counter)
+    queue_seconds: float | None = None  # waiting for a slot (vllm:request_queue_time)
+    scheduled: float | None = None  # left the waiting queue: prefill starts
+    first_token: float | None = None
+    last_token: float | None = None
+    generation_tokens: int = 0
     finish_reason: str | None = None
 
 
@@ -208,10 +225,11 @@ class GenerationEngine:
     # -- generation --------------------------------------------------------------------
 
     async def generate(
-        self, prompt_ids: list[int], params: SamplingParams
+        self, prompt_ids: list[int], params: SamplingParams, stats: RequestStats | None = None
     ) -> AsyncGenerator[Delta, None]:
         """Stream the completion of `prompt_ids` as text deltas; the last one has a finish
-        reason. Closing the iterator early cancels the request and frees its slot."""
+        reason. Closing the iterator early cancels the request and frees its slot.
+        `stats`, when given, is filled in as the request runs (queue time, first token, ...)."""
         limit = self.options.max_num_seqs + self.options.max_queue
         if self._in_flight >= limit:
             raise QueueFull(f"{self._in_flight} requests in flight (limit {limit})")
@@ -219,11 +237,9 @@ class GenerationEngine:
         request_id = uuid.uuid4().hex
         outputs: asyncio.Queue[Any] = asyncio.Queue()
         slot = self.sampler.register(params)
+        stats = stats or RequestStats()
+        stats.prompt_tokens = len(prompt_ids)
         started = time.perf_counter()
-        last_token_at: float | None = None
-        queue_seconds: float | None = None
-        seen = 0
-        finish: str | None = None
         manager_done = False
         stream = TextStream(self.tokenizer._tokenizer, params.stop)
         try:
@@ -236,25 +252,28 @@ class GenerationEngine:
                 eos_token_id=-1 if params.ignore_eos else self._eos_ids,
                 **{SLOT_KWARG: slot},
             )
-            while finish is None:
+            while stats.finish_reason is None:
                 output = await outputs.get()
                 manager_done = output.is_finished()
                 if output.error is not None:
                     raise GenerationFailed(output.error)
-                new_tokens = output.generated_tokens[seen:]
+                if stats.scheduled is None and output.lifespan[0] > 0:
+                    stats.scheduled = output.lifespan[0]
+                    stats.queue_seconds = max(0.0, output.lifespan[0] - output.created_time)
+                new_tokens = output.generated_tokens[stats.generation_tokens :]
                 if not new_tokens and not output.is_finished():
                     continue
                 now = time.perf_counter()
-                if last_token_at is None:
+                if stats.last_token is None:
+                    stats.first_token = now
                     self.metrics.observe_first_token(now - started)
-                    if output.lifespan[0] > 0:
-                        queue_seconds = max(0.0, output.lifespan[0] - output.created_time)
                 else:
-                    self.metrics.observe_inter_token(now - last_token_at)
-                last_token_at = now
+                    self.metrics.observe_inter_token(now - stats.last_token)
+                stats.last_token = now
                 text = []
+                finish: str | None = None
                 for token in new_tokens:
-                    seen += 1
+                    stats.generation_tokens += 1
                     piece = stream.push(token)
                     text.append(piece.text)
                     if piece.stopped:
@@ -263,17 +282,19 @@ class GenerationEngine:
                 if finish is None and output.is_finished():
                     text.append(stream.flush())
                     hit_eos = bool(new_tokens) and new_tokens[-1] in self._eos_ids
-                    finish = "length" if seen >= params.max_tokens and not hit_eos else "stop"
-                yield Delta("".join(text), seen, finish)
+                    at_limit = stats.generation_tokens >= params.max_tokens
+                    finish = "length" if at_limit and not hit_eos else "stop"
+                stats.finish_reason = finish
+                yield Delta("".join(text), stats.generation_tokens, finish)
         finally:
             self._in_flight -= 1
             self._release(request_id, slot, cancel=not manager_done)
             self.metrics.observe_request(
                 prompt_tokens=len(prompt_ids),
-                generation_tokens=seen,
-                finish_reason=finish or "abort",
+                generation_tokens=stats.generation_tokens,
+                finish_reason=stats.finish_reason or "abort",
                 e2e_seconds=time.perf_counter() - started,
-                queue_seconds=queue_seconds,
+                queue_seconds=stats.queue_seconds,
                 max_tokens=params.max_tokens,
             )
 

@@ -33,6 +33,7 @@ class Runtime:
     model_path: Path | None = None
     error: str | None = None
     created: int = field(default_factory=lambda: int(time.time()))
+    tracing: bool = False  # GenAI spans per request (model_service.tracing)
 
     @property
     def model_name(self) -> str:

@@ -1,0 +1,130 @@
+"""One OpenTelemetry GenAI span per chat, completion or embedding call.
+
+Attributes follow the GenAI semantic conventions (`gen_ai.operation.name`,
+`gen_ai.request.*`, `gen_ai.usage.*`, `gen_ai.response.*`); the timings use the names
+vLLM's own `llm_request` span uses (`gen_ai.latency.time_in_queue`,
+`gen_ai.latency.time_to_first_token`, ...), so both backends read the same in Jaeger.
+Two span events mark when the request left the queue and when its first token came.
+
+Prompt and completion text are never recorded, nor any request header. With tracing off
+every function here gets `None` and returns at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from model_service.errors import APIError
+from model_service.generation import RequestStats
+from model_service.tracing import tracer
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+    from opentelemetry.util.types import AttributeValue
+
+    from model_service.protocol import SamplingFields
+
+# Request fields recorded as `gen_ai.request.<name>` when the client set them.
+REQUEST_FIELDS = ("temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty")
+DISCONNECTED = "model_service.client_disconnected"
+
+
+def start(
+    tracing: bool,
+    operation: str,
+    model: str,
+    response_id: str,
+    body: SamplingFields | None = None,
+    attributes: Mapping[str, AttributeValue] | None = None,
+) -> Span | None:
+    """Start the span (a child of the current server span) named `{operation} {model}`."""
+    if not tracing:
+        return None
+    span = tracer().start_span(f"{operation} {model}")
+    span.set_attribute("gen_ai.operation.name", operation)
+    span.set_attribute("gen_ai.request.model", model)
+    span.set_attribute("gen_ai.response.model", model)
+    span.set_attribute("gen_ai.response.id", response_id)
+    span.set_attributes(attributes or {})
+    if body is not None:
+        if body.requested_max_tokens is not None:
+            span.set_attribute("gen_ai.request.max_tokens", body.requested_max_tokens)
+        for name in REQUEST_FIELDS:
+            value = getattr(body, name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                span.set_attribute(f"gen_ai.request.{name}", value)
+        span.set_attribute("gen_ai.request.stream", body.stream)
+    return span
+
+
+def end_generation(
+    span: Span | None,
+    stats: RequestStats,
+    error: BaseException | None = None,
+    disconnected: bool = False,
+) -> None:
+    """Record usage, finish reason and timings, then end the span."""
+    if span is None:
+        return
+    span.set_attribute("gen_ai.usage.input_tokens", stats.prompt_tokens)
+    span.set_attribute("gen_ai.usage.output_tokens", stats.generation_tokens)
+    if stats.finish_reason:
+        span.set_attribute("gen_ai.response.finish_reasons", [stats.finish_reason])
+    ended = time.perf_counter()
+    latency: dict[str, Any] = {"gen_ai.latency.e2e": ended - stats.arrived}
+    if stats.queue_seconds is not None:
+        latency["gen_ai.latency.time_in_queue"] = stats.queue_seconds
+    if stats.first_token is not None:
+        latency["gen_ai.latency.time_to_first_token"] = stats.first_token - stats.arrived
+    if stats.scheduled is not None and stats.first_token is not None:
+        latency["gen_ai.latency.time_in_model_prefill"] = stats.first_token - stats.scheduled
+    if stats.first_token is not None and stats.last_token is not None:
+        latency["gen_ai.latency.time_in_model_decode"] = stats.last_token - stats.first_token
+    if stats.scheduled is not None and stats.last_token is not None:
+        latency["gen_ai.latency.time_in_model_inference"] = stats.last_token - stats.scheduled
+    span.set_attributes(latency)
+    if stats.scheduled is not None:
+        span.add_event("gen_ai.request.scheduled", timestamp=_wall_ns(stats.scheduled, ended))
+    if stats.first_token is not None:
+        span.add_event("gen_ai.first_token", timestamp=_wall_ns(stats.first_token, ended))
+    _finish(span, error, disconnected)
+
+
+def end_embedding(
+    span: Span | None,
+    input_tokens: int | None,
+    dimensions: int | None,
+    error: BaseException | None = None,
+) -> None:
+    if span is None:
+        return
+    if input_tokens is not None:
+        span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
+    if dimensions is not None:
+        span.set_attribute("gen_ai.embeddings.dimension.count", dimensions)
+    _finish(span, error, disconnected=False)
+
+
+def _finish(span: Span, error: BaseException | None, disconnected: bool) -> None:
+    from opentelemetry.trace import StatusCode
+
+    if disconnected:
+        # The client went away: not a server error, but the reason the output is short.
+        span.set_attribute(DISCONNECTED, True)
+        span.add_event("client disconnected")
+    elif error is not None:
+        span.set_attribute("error.type", error_type(error))
+        span.set_status(StatusCode.ERROR, type(error).__name__)
+    span.end()
+
+
+def error_type(error: BaseException) -> str:
+    """Low-cardinality `error.type`: the HTTP status of an API error, else the class."""
+    return str(error.status) if isinstance(error, APIError) else type(error).__qualname__
+
+
+def _wall_ns(moment: float, now_perf: float) -> int:
+    """A `time.perf_counter()` moment as wall-clock nanoseconds (span event timestamps)."""
+    return time.time_ns() - int((now_perf - moment) * 1e9)
