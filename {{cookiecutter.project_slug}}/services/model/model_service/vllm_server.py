@@ -7,15 +7,24 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from model_service.settings import ModelSettings
+from model_service.tracing import otlp_protocol, tracing_requested
 
 VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 
 def otlp_traces_endpoint(env: Mapping[str, str]) -> str | None:
-    """The OTLP traces endpoint from the standard OpenTelemetry variables, if tracing is on."""
-    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+    """The endpoint for vLLM's `--otlp-traces-endpoint`, if tracing is on (the gateway's
+    rule, model_service.tracing). vLLM hands it to the exporter as is, so the generic
+    endpoint gets the `/v1/traces` path OTLP/HTTP expects, as the OpenTelemetry SDK would."""
+    if not tracing_requested(env):
         return None
-    return env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    traces = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if traces:
+        return traces
+    endpoint = env["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    if otlp_protocol(env) == "grpc":
+        return endpoint
+    return endpoint.rstrip("/") + "/v1/traces"
 
 
 def vllm_argv(
@@ -59,4 +68,8 @@ def vllm_argv(
 def vllm_env(settings: ModelSettings, env: Mapping[str, str] | None = None) -> dict[str, str]:
     merged = dict(os.environ if env is None else env)
     merged.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.vllm_cpu_kvcache_space))
+    if otlp_traces_endpoint(merged):
+        # vLLM reads only the traces variable (and defaults to grpc); pin the protocol
+        # the endpoint was chosen for, so OTEL_EXPORTER_OTLP_PROTOCOL works as usual.
+        merged["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = otlp_protocol(merged)
     return merged

@@ -111,7 +111,10 @@ def test_vllm_command_line_follows_the_settings(tmp_path: Path) -> None:
         vllm_extra_args="--enforce-eager --seed 3",
         vllm_python="/venv/bin/python",
     )
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    }
     cpu = vllm_argv(s, tmp_path, gpu=False, env=env)
     assert cpu[:3] == ["/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
     pairs = dict(zip(cpu[3::2], cpu[4::2], strict=False))
@@ -134,6 +137,32 @@ def test_vllm_env_and_otel_switch() -> None:
     on = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://a:4317"}
     assert otlp_traces_endpoint(on) == "http://a:4317"
     assert otlp_traces_endpoint({**on, "OTEL_SDK_DISABLED": "true"}) is None
+    assert otlp_traces_endpoint({**on, "OTEL_SDK_DISABLED": "TRUE"}) is None
+    assert otlp_traces_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": ""}) is None
+    assert "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL" not in vllm_env(settings(), {})
+
+
+def test_vllm_gets_the_otlp_endpoint_and_protocol_the_sdk_would_use() -> None:
+    """vLLM passes the endpoint to its exporter unchanged and reads only the traces
+    protocol variable (default grpc); the launcher resolves both as the SDK does."""
+    base = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/"}
+    # OpenTelemetry's default protocol is http/protobuf: the signal path is appended.
+    assert otlp_traces_endpoint(base) == "http://collector:4318/v1/traces"
+    assert vllm_env(settings(), base)["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] == "http/protobuf"
+    grpc = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    }
+    assert otlp_traces_endpoint(grpc) == "http://collector:4317"
+    assert vllm_env(settings(), grpc)["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] == "grpc"
+    # The traces-specific variables win and are used as they are.
+    specific = {
+        **grpc,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://traces:4318/custom",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+    }
+    assert otlp_traces_endpoint(specific) == "http://traces:4318/custom"
+    assert vllm_env(settings(), specific)["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] == "http/protobuf"
 
 
 def test_seeded_sampling_is_reproducible_and_top_k_one_is_argmax() -> None:
