@@ -50,6 +50,18 @@ def base_env(root: Path, inherited: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def otel_env(settings: DevSettings, service_name: str) -> dict[str, str]:
+    """Trace export of one service, as compose passes it (every service, one rule: on when
+    OTEL_SDK_DISABLED is not true and an endpoint is set)."""
+    env = {"OTEL_SERVICE_NAME": service_name, "OTEL_SDK_DISABLED": settings.otel_sdk_disabled}
+    if settings.otel_exporter_otlp_endpoint:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = settings.otel_exporter_otlp_endpoint
+        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = settings.otel_exporter_otlp_protocol
+        if settings.otel_exporter_otlp_headers:
+            env["OTEL_EXPORTER_OTLP_HEADERS"] = settings.otel_exporter_otlp_headers
+    return env
+
+
 def _model_env(
     settings: DevSettings, model: str, task: str, port: int, tuning: Mapping[str, str]
 ) -> dict[str, str]:
@@ -61,7 +73,7 @@ def _model_env(
         "MODEL_HOST": "127.0.0.1",
         "MODEL_PORT": str(port),
         "MODELS_DIR": str(settings.models_dir),
-        "OTEL_SERVICE_NAME": "llm" if task == "generate" else "embedder",
+        **otel_env(settings, "llm" if task == "generate" else "embedder"),
     }
     if settings.vllm_python:
         env["MODEL_VLLM_PYTHON"] = settings.vllm_python
@@ -119,7 +131,7 @@ def upstreams(settings: DevSettings) -> list[dict[str, object]]:
 
 
 def gateway_env(settings: DevSettings) -> dict[str, str]:
-    env = {
+    return {
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(settings.gateway_port),
         "GATEWAY_ENVIRONMENT": settings.gateway_environment,
@@ -131,15 +143,8 @@ def gateway_env(settings: DevSettings) -> dict[str, str]:
         "GATEWAY_RAG_LLM_MODEL": settings.llm_model,
         "GATEWAY_RAG_EMBEDDINGS_BASE_URL": f"http://127.0.0.1:{settings.embedder_port}/v1",
         "OPENAI_API_KEY": settings.openai_api_key,
-        "OTEL_SERVICE_NAME": "gateway",
-        "OTEL_SDK_DISABLED": settings.otel_sdk_disabled,
+        **otel_env(settings, "gateway"),
     }
-    if settings.otel_exporter_otlp_endpoint:
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = settings.otel_exporter_otlp_endpoint
-        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = settings.otel_exporter_otlp_protocol
-        if settings.otel_exporter_otlp_headers:
-            env["OTEL_EXPORTER_OTLP_HEADERS"] = settings.otel_exporter_otlp_headers
-    return env
 
 
 def plan(settings: DevSettings, root: Path, python: str = sys.executable) -> list[Service]:

@@ -110,8 +110,10 @@ def test_required_secret_stops_compose_without_env() -> None:
     text = project_files.text("compose.yaml")
     required = {ref.name for ref in references(text) if ref.op.endswith("?")}
     assert "GATEWAY_MASTER_KEY" in required
+    # Every other required value given (otlp-external also requires the OTLP endpoint).
+    others = {name: "http://collector.example:4317" for name in required - {"GATEWAY_MASTER_KEY"}}
     with pytest.raises(MissingVariableError, match="GATEWAY_MASTER_KEY"):
-        interpolate(project_files.compose()["services"]["gateway"], {})
+        interpolate(project_files.compose()["services"]["gateway"], others)
 
 
 def test_every_variable_is_documented_in_env_example(env_example: dict[str, str]) -> None:
@@ -276,8 +278,19 @@ def test_make_dev_passes_the_same_variables_as_compose(compose: dict[str, Any]) 
     ):
         cpu, gpu = set(services[name]["environment"]), set(services[f"{name}-gpu"]["environment"])
         model_keys = {key for key in dev_env if key.startswith("MODEL")}
-        assert cpu <= model_keys | {"MODEL_QUANTIZATION"}, name
         assert model_keys - {"MODEL_VLLM_PYTHON"} <= cpu | gpu, name
+        # Trace export: the same variables as the gateway's, in both modes (make dev
+        # passes the endpoint, protocol and headers only once an endpoint is set).
+        otel = {key for key in cpu if key.startswith("OTEL_")}
+        assert otel == {k for k in services["gateway"]["environment"] if k.startswith("OTEL_")}
+        assert otel <= gpu, name
+        assert {key for key in otel if "OTLP" not in key} == {
+            key for key in dev_env if key.startswith("OTEL_")
+        }, name
+        assert set(cpu) - otel - model_keys <= {"MODEL_QUANTIZATION"}, name
+        assert services[name]["environment"]["OTEL_SERVICE_NAME"] == name
+        assert services[f"{name}-gpu"]["environment"]["OTEL_SERVICE_NAME"] == name
+        assert dev_env["OTEL_SERVICE_NAME"] == name
     dev_gateway = set(devstack_services.gateway_env(settings))
     compose_gateway = {key for key in services["gateway"]["environment"] if "OTLP" not in key}
     assert compose_gateway - {"GATEWAY_RAG_LLM_MODEL", "GATEWAY_RAG_EMBEDDINGS_BASE_URL"} <= (

@@ -164,6 +164,29 @@ def test_model_instances_never_share_the_shell_model_variables(
     assert llm["MODELS_DIR"] == str(settings.models_dir)
 
 
+def test_every_service_gets_the_same_trace_export_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_PROTOCOL", raising=False)
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "false")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t")
+    services = {service.name: service for service in plan(load_settings(tmp_path), ROOT)}
+    for name in ("llm", "embedder", "gateway"):
+        env = services[name].env
+        assert env["OTEL_SERVICE_NAME"] == name
+        assert env["OTEL_SDK_DISABLED"] == "false"
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4317"
+        assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
+        assert env["OTEL_EXPORTER_OTLP_HEADERS"] == "authorization=Bearer%20t"
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    monkeypatch.delenv("OTEL_SDK_DISABLED")
+    # The default: no endpoint, export off (make dev runs no collector).
+    for service in plan(load_settings(tmp_path), ROOT)[1:]:
+        assert service.env["OTEL_SDK_DISABLED"] == "true"
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in service.env
+
+
 def test_gateway_waits_for_redis_and_both_models() -> None:
     services = {service.name: service for service in plan(load_settings(ROOT), ROOT)}
     assert list(services) == ["redis", "llm", "embedder", "gateway"]
