@@ -91,6 +91,10 @@ def podman_ready() -> None:
         proc = pm.podman("run", "--rm", pm.DEBIAN_BASE, "true", check=False, timeout=120)
     if proc.returncode != 0:
         pytest.skip(f"podman cannot start containers on this machine: {proc.stderr[-2000:]}")
+    with timed("setup: name resolution between containers"):
+        problem = pm.name_resolution_problem()
+    if problem is not None:
+        pytest.fail(problem)  # a setup fault, not a platform limit: never a skip
 
 
 # --- the baked project ------------------------------------------------------------------

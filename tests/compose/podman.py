@@ -76,6 +76,40 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def name_resolution_problem() -> str | None:
+    """None when containers on one user network resolve each other by name, as compose
+    services must; else what went wrong."""
+    suffix = f"{os.getpid()}"
+    network, probe = f"blueprint-dns-check-{suffix}", f"blueprint-dns-probe-{suffix}"
+    try:
+        podman("network", "create", network)
+        podman(
+            "run", "-d", "--rm", "--name", probe, "--network", network, DEBIAN_BASE, "sleep", "60"
+        )
+        lookup = podman(
+            "run",
+            "--rm",
+            "--network",
+            network,
+            DEBIAN_BASE,
+            "getent",
+            "hosts",
+            probe,
+            check=False,
+            timeout=60,
+        )
+        if lookup.returncode != 0:
+            return (
+                "a container cannot resolve another one by name on a podman network "
+                f"(getent hosts {probe}: exit {lookup.returncode}); podman's CNI backend needs "
+                "the dnsname plugin (Debian: golang-github-containernetworking-plugin-dnsname)"
+            )
+        return None
+    finally:
+        podman("rm", "--force", "--time", "0", probe, check=False)
+        podman("network", "rm", "--force", network, check=False)
+
+
 def run_script(script: Path, *args: str, timeout: float = 1800) -> str:
     """Run one of the harness's shell scripts; its log (stderr) is returned."""
     proc = subprocess.run(
