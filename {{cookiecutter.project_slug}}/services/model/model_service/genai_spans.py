@@ -28,6 +28,14 @@ if TYPE_CHECKING:
 
 # Request fields recorded as `gen_ai.request.<name>` when the client set them.
 REQUEST_FIELDS = ("temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty")
+# vLLM's names (vllm/tracing/utils.py, SpanAttributes), seconds.
+E2E = "gen_ai.latency.e2e"
+QUEUE = "gen_ai.latency.time_in_queue"
+FIRST_TOKEN = "gen_ai.latency.time_to_first_token"
+PREFILL = "gen_ai.latency.time_in_model_prefill"
+DECODE = "gen_ai.latency.time_in_model_decode"
+INFERENCE = "gen_ai.latency.time_in_model_inference"
+LATENCY_ATTRIBUTES = (E2E, QUEUE, FIRST_TOKEN, PREFILL, DECODE, INFERENCE)
 DISCONNECTED = "model_service.client_disconnected"
 
 
@@ -73,17 +81,17 @@ def end_generation(
     if stats.finish_reason:
         span.set_attribute("gen_ai.response.finish_reasons", [stats.finish_reason])
     ended = time.perf_counter()
-    latency: dict[str, Any] = {"gen_ai.latency.e2e": ended - stats.arrived}
+    latency: dict[str, Any] = {E2E: ended - stats.arrived}
     if stats.queue_seconds is not None:
-        latency["gen_ai.latency.time_in_queue"] = stats.queue_seconds
+        latency[QUEUE] = stats.queue_seconds
     if stats.first_token is not None:
-        latency["gen_ai.latency.time_to_first_token"] = stats.first_token - stats.arrived
+        latency[FIRST_TOKEN] = stats.first_token - stats.arrived
     if stats.scheduled is not None and stats.first_token is not None:
-        latency["gen_ai.latency.time_in_model_prefill"] = stats.first_token - stats.scheduled
+        latency[PREFILL] = stats.first_token - stats.scheduled
     if stats.first_token is not None and stats.last_token is not None:
-        latency["gen_ai.latency.time_in_model_decode"] = stats.last_token - stats.first_token
+        latency[DECODE] = stats.last_token - stats.first_token
     if stats.scheduled is not None and stats.last_token is not None:
-        latency["gen_ai.latency.time_in_model_inference"] = stats.last_token - stats.scheduled
+        latency[INFERENCE] = stats.last_token - stats.scheduled
     span.set_attributes(latency)
     if stats.scheduled is not None:
         span.add_event("gen_ai.request.scheduled", timestamp=_wall_ns(stats.scheduled, ended))

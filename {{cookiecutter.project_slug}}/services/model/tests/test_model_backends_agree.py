@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 import httpx
@@ -142,3 +143,35 @@ def test_same_metric_names(servers) -> None:
         for name, present in names.items():
             family = {metric, metric + "_bucket", metric + "_count"}
             assert family & present, f"{name} lacks {metric}"
+
+
+def test_vllm_traces_continue_the_callers_trace_with_the_same_names(
+    vllm_server, vllm_traces
+) -> None:
+    """The launcher turns the OTEL_* variables into vLLM's own tracing (OTLP/HTTP here, so
+    the endpoint needs the /v1/traces path the launcher adds); vLLM's span carries the
+    caller's trace and the latency names the transformers backend uses."""
+    from model_service.genai_spans import LATENCY_ATTRIBUTES
+    from tests.support.otlp import attributes_of
+
+    trace_id, parent_id = secrets.token_bytes(16), secrets.token_bytes(8)
+    response = httpx.post(
+        vllm_server.base_url + "/v1/chat/completions",
+        headers={"traceparent": f"00-{trace_id.hex()}-{parent_id.hex()}-01"},
+        json={"model": vllm_server.model, "messages": MESSAGES, "max_tokens": 5},
+        timeout=300,
+    )
+    assert response.status_code == 200, response.text
+    usage = response.json()["usage"]
+
+    spans = vllm_traces.wait_for(lambda s: s.trace_id == trace_id and s.name == "llm_request")
+    assert len(spans) == 1, [s.name for s in vllm_traces.spans]
+    span = spans[0]
+    assert span.parent_span_id == parent_id
+    assert vllm_traces.services[span.span_id] == "vllm-under-test"
+    attributes = attributes_of(span)
+    assert attributes["gen_ai.usage.prompt_tokens"] == usage["prompt_tokens"]
+    assert attributes["gen_ai.usage.completion_tokens"] == usage["completion_tokens"]
+    assert attributes["gen_ai.request.max_tokens"] == 5
+    assert set(LATENCY_ATTRIBUTES) <= set(attributes), sorted(attributes)
+    assert "What is the capital" not in str(attributes)

@@ -21,6 +21,7 @@ import httpx
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from model_service.genai_spans import LATENCY_ATTRIBUTES
 from tests.support.models import ModelServer
 from tests.support.otlp import OtlpReceiver, attributes_of, otlp_receiver
 
@@ -163,13 +164,7 @@ def test_chat_continues_the_callers_trace_with_genai_attributes(
     assert attributes["gen_ai.request.stream"] is False
     # vLLM's names for the timings; each part no longer than the whole request.
     e2e = attributes["gen_ai.latency.e2e"]
-    for name in (
-        "gen_ai.latency.time_in_queue",
-        "gen_ai.latency.time_to_first_token",
-        "gen_ai.latency.time_in_model_prefill",
-        "gen_ai.latency.time_in_model_decode",
-        "gen_ai.latency.time_in_model_inference",
-    ):
+    for name in LATENCY_ATTRIBUTES:
         assert 0 <= attributes[name] <= e2e, name
     assert [event.name for event in genai.events] == [
         "gen_ai.request.scheduled",
