@@ -2,14 +2,16 @@
 
 The same rule as the gateway's: tracing is on when an OTLP endpoint is set
 (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) and
-`OTEL_SDK_DISABLED` is not true. Off, nothing is imported, no span is created and
-requests pay nothing. The protocol comes from `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` or
-`OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc`, or `http/protobuf`, the OpenTelemetry default), the
-service name from `OTEL_SERVICE_NAME` (`llm` / `embedder` in compose and `make dev`).
+`OTEL_SDK_DISABLED` is not true. Off, no tracer provider or exporter is installed, no
+span is created and requests pay nothing (FastAPI's own telemetry stays off too: it runs
+only once a provider is installed, and defers to the instrumentation used here). The
+protocol comes from `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` or `OTEL_EXPORTER_OTLP_PROTOCOL`
+(`grpc`, or `http/protobuf`, the OpenTelemetry default), the service name from
+`OTEL_SERVICE_NAME` (`llm` / `embedder` in compose and `make dev`).
 
-OpenTelemetry is imported only when tracing is on, so the launcher also runs in an image
-without it (the GPU image adds only what vLLM lacks); there, tracing asked for but not
-installed logs a warning and the service runs untraced.
+The SDK, exporters and instrumentation are imported only when tracing is on, so the
+launcher also runs in an image without them (the GPU image adds only what vLLM lacks);
+there, tracing asked for but not installed logs a warning and the service runs untraced.
 """
 
 from __future__ import annotations

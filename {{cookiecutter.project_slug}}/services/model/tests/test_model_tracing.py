@@ -10,8 +10,10 @@ completion text, no header value.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import shutil
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -303,4 +305,23 @@ def test_without_an_endpoint_no_exporter_is_created(tiny_settings, monkeypatch) 
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     assert tracing.tracing_requested() is False
     assert create_app(tiny_settings()).state.runtime.tracing is False
+    assert trace.get_tracer_provider() is before
+
+
+def test_tracing_asked_for_where_opentelemetry_is_missing_runs_untraced(
+    monkeypatch, caplog
+) -> None:
+    """The GPU image (vLLM's, plus our launcher) may lack the instrumentation: the
+    transformers fallback then serves untraced and says why, instead of failing."""
+    from opentelemetry import trace
+
+    from model_service import tracing
+
+    monkeypatch.setitem(sys.modules, "opentelemetry.instrumentation.fastapi", None)
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "false")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    before = trace.get_tracer_provider()
+    with caplog.at_level(logging.WARNING, logger="model_service.tracing"):
+        assert tracing.configure_tracing() is False
+    assert "OpenTelemetry is not installed" in caplog.text
     assert trace.get_tracer_provider() is before
