@@ -360,6 +360,9 @@ async def complete(
     finally:
         if not task.done():
             task.cancel()
+            # Let the cancellation unwind the generator inside the task first: closing
+            # it while the task still runs it raises "aclose(): ... already running".
+            await asyncio.wait({task})
         await deltas.aclose()
         genai_spans.end_generation(span, stats, failure, disconnected)
 

@@ -17,6 +17,7 @@ ERROR_TYPES = {
     404: "NotFoundError",
     405: "MethodNotAllowed",
     413: "RequestEntityTooLarge",
+    499: "ClientClosedRequest",  # nginx's code for a client gone before the answer (no HTTPStatus)
     500: "InternalServerError",
     503: "ServiceUnavailableError",
 }

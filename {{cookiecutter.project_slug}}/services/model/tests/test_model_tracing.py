@@ -13,6 +13,7 @@ import json
 import logging
 import secrets
 import shutil
+import socket
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -248,6 +249,38 @@ def test_disconnect_and_full_queue_end_their_spans(
     assert "client disconnected" in [event.name for event in cut.events]
     assert cut.status.code != Status.STATUS_CODE_ERROR
     assert_nothing_sensitive(receiver)
+
+
+def running_requests(server: ModelServer) -> float:
+    metrics = httpx.get(server.base_url + "/metrics").text
+    line = next(
+        line for line in metrics.splitlines() if line.startswith("vllm:num_requests_running{")
+    )
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_non_streamed_call_cut_by_its_client_ends_its_span(
+    traced: ModelServer, receiver: OtlpReceiver
+) -> None:
+    caller = Caller()
+    body = json.dumps(chat(max_tokens=LONG_CONTEXT - 64, ignore_eos=True)).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+        f"traceparent: {caller.traceparent}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", traced.port)) as client:
+        client.sendall(head + body)
+        traced.wait_until(lambda: running_requests(traced) >= 1, 60, "generating")
+    # The socket is closed while the answer is being generated.
+
+    cut = by_name(caller.spans(receiver, "chat tiny"), "chat tiny")
+    attributes = attributes_of(cut)
+    assert attributes["model_service.client_disconnected"] is True
+    assert attributes["gen_ai.usage.output_tokens"] < LONG_CONTEXT - 64
+    assert cut.status.code != Status.STATUS_CODE_ERROR
+    # The handler stops quietly (it used to fail closing the generator, then on 499).
+    assert "Traceback" not in traced.log_path.read_text()
 
 
 def test_embeddings_span_counts_the_input_tokens(
