@@ -11,7 +11,7 @@ from blueprint_infra import kube
 from blueprint_infra.context import AppContext
 from blueprint_infra.gateway import NAME as GATEWAY
 from blueprint_infra.gateway import PORT as GATEWAY_PORT
-from blueprint_infra.gateway import otel_env
+from blueprint_infra.observability import otel_env
 from blueprint_infra.secrets import EVALS_SECRET
 
 NAME = "evals"

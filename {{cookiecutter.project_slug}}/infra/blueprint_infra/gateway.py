@@ -11,6 +11,7 @@ import pulumi_kubernetes as k8s
 from blueprint_infra import kube
 from blueprint_infra.context import AppContext
 from blueprint_infra.model_service import EMBEDDER, LLM
+from blueprint_infra.observability import otel_env
 from blueprint_infra.secrets import GATEWAY_SECRET
 
 NAME = "gateway"
@@ -36,22 +37,6 @@ def upstreams(ctx: AppContext) -> list[dict[str, Any]]:
         for spec, cfg in services
         if cfg.enabled
     ]
-
-
-def otel_env(ctx: AppContext, service_name: str) -> dict[str, str]:
-    observability = ctx.config.observability
-    if observability.collector:
-        endpoint = "http://otel-collector:4318"
-    elif observability.export_endpoint:
-        endpoint = observability.export_endpoint
-    else:
-        return {"OTEL_SDK_DISABLED": "true", "OTEL_SERVICE_NAME": service_name}
-    return {
-        "OTEL_SDK_DISABLED": "false",
-        "OTEL_SERVICE_NAME": service_name,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-    }
 
 
 def gateway_env(ctx: AppContext) -> dict[str, str]:

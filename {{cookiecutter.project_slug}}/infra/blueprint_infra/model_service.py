@@ -18,6 +18,7 @@ import pulumi_kubernetes as k8s
 from blueprint_infra import kube
 from blueprint_infra.config import ModelServiceConfig
 from blueprint_infra.context import AppContext
+from blueprint_infra.observability import otel_env
 from blueprint_infra.secrets import MODEL_SECRET
 
 MODELS_DIR = "/models"
@@ -104,7 +105,7 @@ def create_model_service(
     gpu = cfg.accelerator == "gpu"
     labels = kube.labels(spec.name, ctx.part_of)
     image = ctx.images.model_gpu if gpu else ctx.images.model_cpu
-    env = kube.env(model_env(spec, cfg))
+    env = kube.env({**model_env(spec, cfg), **otel_env(ctx, spec.name)})
     env_from = [{"secret_ref": {"name": MODEL_SECRET, "optional": True}}]
     mounts = [
         {"name": "models", "mount_path": MODELS_DIR},

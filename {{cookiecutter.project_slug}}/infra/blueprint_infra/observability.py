@@ -21,6 +21,24 @@ OTLP_HTTP = 4318
 HEALTH = 13133
 
 
+def otel_env(ctx: AppContext, service_name: str) -> dict[str, str]:
+    """The OTEL_* variables of a service: the in-cluster collector, a direct OTLP endpoint,
+    or tracing off."""
+    observability = ctx.config.observability
+    if observability.collector:
+        endpoint = f"http://{NAME}:{OTLP_HTTP}"
+    elif observability.export_endpoint:
+        endpoint = observability.export_endpoint
+    else:
+        return {"OTEL_SDK_DISABLED": "true", "OTEL_SERVICE_NAME": service_name}
+    return {
+        "OTEL_SDK_DISABLED": "false",
+        "OTEL_SERVICE_NAME": service_name,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    }
+
+
 def collector_config(namespace: str, export_endpoint: str | None) -> dict[str, Any]:
     exporters: dict[str, Any] = {"debug": {"verbosity": "basic"}}
     names = ["debug"]

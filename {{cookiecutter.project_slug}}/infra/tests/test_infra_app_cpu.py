@@ -121,6 +121,18 @@ def test_cpu_model_services_run_transformers_with_a_long_startup_probe(stack: Ca
         assert deployment["metadata"].get("annotations", {}).get("pulumi.com/skipAwait") is None
 
 
+def test_every_service_traces_to_the_collector_under_its_own_name(stack: Captured) -> None:
+    for name in ("gateway", "llm", "embedder"):
+        container = stack.one(DEPLOYMENT, name).manifest["spec"]["template"]["spec"]["containers"][
+            0
+        ]
+        env = {item["name"]: item.get("value") for item in container["env"]}
+        assert env["OTEL_SERVICE_NAME"] == name
+        assert env["OTEL_SDK_DISABLED"] == "false"
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
+        assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+
+
 def test_gateway_points_at_the_in_cluster_services(stack: Captured) -> None:
     gateway = stack.one(DEPLOYMENT, "gateway").manifest
     container = gateway["spec"]["template"]["spec"]["containers"][0]

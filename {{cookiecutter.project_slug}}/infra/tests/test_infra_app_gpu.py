@@ -115,6 +115,16 @@ def test_embedder_stays_on_cpu(stack: Captured) -> None:
     assert "tolerations" not in pod
 
 
+def test_model_services_export_traces_directly(stack: Captured) -> None:
+    for name in ("llm", "embedder"):
+        container = stack.one(DEPLOYMENT, name).manifest["spec"]["template"]["spec"]["containers"][
+            0
+        ]
+        env = {item["name"]: item.get("value") for item in container["env"]}
+        assert env["OTEL_SERVICE_NAME"] == name
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://otlp.example.com"
+
+
 def test_keda_scales_the_llm_on_queue_depth(stack: Captured) -> None:
     (scaled,) = stack.of_type("kubernetes:keda.sh/v1alpha1:ScaledObject")
     spec = scaled.manifest["spec"]
