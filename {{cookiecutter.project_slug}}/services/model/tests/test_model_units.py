@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,18 @@ def test_torch_threads_leave_a_core_to_the_server() -> None:
     usable = len(os.sched_getaffinity(0))
     assert compute_threads(0) == max(1, usable - 1)
     assert compute_threads(3) == 3
+
+
+PIN = re.compile(r'"([A-Za-z0-9_.-]+)==([^"]+)"')
+
+
+def test_gpu_image_adds_packages_at_the_project_pins() -> None:
+    """Dockerfile.gpu installs what vLLM's image lacks by hand: the same pins as pyproject."""
+    service = Path(__file__).resolve().parents[1]
+    pins = dict(PIN.findall((service / "pyproject.toml").read_text()))
+    installed = PIN.findall((service / "Dockerfile.gpu").read_text())
+    assert len(installed) >= 5
+    mismatched = [
+        (name, version, pins.get(name)) for name, version in installed if pins.get(name) != version
+    ]
+    assert mismatched == []
