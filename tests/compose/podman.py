@@ -246,10 +246,15 @@ def build_image(
     log: Path,
     target: str | None = None,
     timeout: float = 1800,
+    network: str | None = None,
 ) -> None:
-    """`podman build` with build-time-only settings (mounted files, build arguments)."""
+    """`podman build` with build-time-only settings (mounted files, build arguments).
+
+    `network="none"` gives the `RUN` steps no network at all (an air-gapped build)."""
     # docker format keeps the Dockerfile's HEALTHCHECK (OCI images drop it)
     argv = ["build", "--pull=never", "--layers", "--format=docker", "--tag", tag]
+    if network:
+        argv += ["--network", network]
     argv += ["--file", str(dockerfile)]
     if target:
         argv += ["--target", target]
