@@ -45,6 +45,9 @@ def our_server(models_dir: Path, dtype: str, port: int, max_num_seqs: int = 64) 
         "MODEL_PORT": str(port),
         "MODEL_MAX_MODEL_LEN": "2048",
         "MODEL_MAX_NUM_SEQS": str(max_num_seqs),
+        # Each system has the machine to itself here, as a pod has its CPU limit (the
+        # Kubernetes Deployment sets the same); the service's own default keeps a core free.
+        "MODEL_NUM_THREADS": os.environ.get("MODEL_NUM_THREADS", str(len(os.sched_getaffinity(0)))),
         "MODELS_DIR": str(models_dir),
         "PYTHONPATH": os.pathsep.join(
             filter(None, [str(SERVICE_DIR), os.environ.get("PYTHONPATH")])

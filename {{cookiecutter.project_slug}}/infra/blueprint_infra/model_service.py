@@ -64,7 +64,17 @@ def model_env(spec: ModelServiceSpec, cfg: ModelServiceConfig) -> dict[str, str]
     values.update({key: str(value) for key, value in optional.items() if value is not None})
     if cfg.accelerator == "gpu":
         values["MODEL_TENSOR_PARALLEL_SIZE"] = str(cfg.gpu_count)
+    else:
+        # The pod has its CPU limit to itself: torch gets all of it (the service's own
+        # default keeps a core free, for hosts it shares with other processes).
+        values["MODEL_NUM_THREADS"] = str(whole_cpus(cfg.effective_resources.cpu_limit))
     return values
+
+
+def whole_cpus(quantity: str) -> int:
+    """A Kubernetes CPU quantity ("2", "1500m", "0.5") rounded up to whole CPUs, at least 1."""
+    cpus = float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+    return max(1, math.ceil(cpus))
 
 
 def startup_failure_threshold(cfg: ModelServiceConfig) -> int:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from blueprint_infra.model_service import whole_cpus
 from blueprint_infra.program import run
 from blueprint_infra.testing import (
     Captured,
@@ -108,6 +109,7 @@ def test_cpu_model_services_run_transformers_with_a_long_startup_probe(stack: Ca
         assert env["MODEL_BACKEND"] == "transformers"
         assert env["MODEL_TASK"] == task
         assert env["MODEL_PORT"] == str(port)
+        assert env["MODEL_NUM_THREADS"] == "2"  # the default CPU limit, all of it
         assert "nvidia.com/gpu" not in model["resources"]["limits"]
         assert "tolerations" not in pod
         assert not any(v.get("emptyDir", {}).get("medium") == "Memory" for v in pod["volumes"])
@@ -257,3 +259,10 @@ def test_stack_outputs(stack: Captured) -> None:
     assert stack.outputs["images"]["modelCpu"] == "registry.example.com/acme/model-cpu:0.1.0"
     assert "kubeconfig" not in stack.outputs
     assert CONFIG["redisPassword"] not in json.dumps(stack.outputs)
+
+
+@pytest.mark.parametrize(
+    ("quantity", "cpus"), [("2", 2), ("1500m", 2), ("500m", 1), ("0.5", 1), ("8", 8)]
+)
+def test_torch_threads_follow_the_cpu_limit(quantity: str, cpus: int) -> None:
+    assert whole_cpus(quantity) == cpus

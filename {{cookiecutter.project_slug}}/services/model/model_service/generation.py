@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 import uuid
@@ -85,11 +86,35 @@ def resolve_dtype(name: str) -> torch.dtype:
     return dtype
 
 
-def compute_threads(requested: int) -> int:
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cgroup_cpu_limit(cpu_max: Path = CGROUP_CPU_MAX) -> int | None:
+    """CPUs a cgroup v2 quota allows (rounded up), or None without a quota.
+
+    A container limited to 2 CPUs on a 64-core node still sees 64 CPUs in its affinity
+    mask; 63 torch threads on a 2-CPU quota would spend their time throttled.
+    """
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
+
+
+def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    cpus = len(os.sched_getaffinity(0))
+    limit = cgroup_cpu_limit(cpu_max)
+    return min(cpus, limit) if limit else cpus
+
+
+def compute_threads(requested: int, cpu_max: Path = CGROUP_CPU_MAX) -> int:
     """Threads for torch: the requested number, or every usable CPU but one."""
     if requested > 0:
         return requested
-    return max(1, len(os.sched_getaffinity(0)) - 1)
+    return max(1, usable_cpus(cpu_max) - 1)
 
 
 def kv_bytes_per_token(model: Any) -> int:

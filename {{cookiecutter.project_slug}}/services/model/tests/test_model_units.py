@@ -209,14 +209,26 @@ def test_embeddings_base64_is_little_endian_float32() -> None:
     assert encode_vector(vector, "float") == [0.5, -1.25, 3.0]
 
 
-def test_torch_threads_leave_a_core_to_the_server() -> None:
+def test_torch_threads_leave_a_core_to_the_server_within_the_cgroup_quota(
+    tmp_path: Path,
+) -> None:
     import os
 
-    from model_service.generation import compute_threads
+    from model_service.generation import cgroup_cpu_limit, compute_threads
 
     usable = len(os.sched_getaffinity(0))
-    assert compute_threads(0) == max(1, usable - 1)
-    assert compute_threads(3) == 3
+    cpu_max = tmp_path / "cpu.max"
+    assert cgroup_cpu_limit(tmp_path / "absent") is None
+    cpu_max.write_text("max 100000\n")
+    assert cgroup_cpu_limit(cpu_max) is None
+    assert compute_threads(0, cpu_max) == max(1, usable - 1)
+    cpu_max.write_text("150000 100000\n")  # 1.5 CPUs: torch gets 2 - 1
+    assert cgroup_cpu_limit(cpu_max) == 2
+    assert compute_threads(0, cpu_max) == max(1, min(usable, 2) - 1)
+    cpu_max.write_text("50000 100000\n")
+    assert cgroup_cpu_limit(cpu_max) == 1
+    assert compute_threads(0, cpu_max) == 1
+    assert compute_threads(3, cpu_max) == 3
 
 
 PIN = re.compile(r'"([A-Za-z0-9_.-]+)==([^"]+)"')
