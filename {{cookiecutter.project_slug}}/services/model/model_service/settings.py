@@ -59,8 +59,9 @@ class ModelSettings(BaseSettings):
     num_threads: int = Field(
         default=0,
         ge=0,
-        description="transformers backend: torch threads; 0 = one per CPU but one, "
-        "leaving a core to the HTTP server (vLLM-CPU does the same).",
+        description="transformers backend: torch threads; 0 = one per usable CPU (within "
+        "the cgroup quota) but one, leaving a core to the HTTP server and the host's other "
+        "processes. On a dedicated host or pod set it to the CPU count.",
     )
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
