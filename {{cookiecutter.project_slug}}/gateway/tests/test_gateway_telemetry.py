@@ -4,66 +4,23 @@ ids; neither contains prompt text or keys (content capture is off by default).""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.support.gateway import MOCK_EMBEDDER, MOCK_LLM, upstreams_env
-from tests.support.processes import free_port
+from tests.support.otlp import OtlpReceiver, attributes_of
+from tests.support.otlp import otlp_receiver as receiving
 
 PROMPT = "zebra-secret-prompt-text"
 
 
-class OtlpReceiver:
-    """A minimal OTLP/HTTP trace receiver on a real socket."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.spans: list = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                if self.path == "/v1/traces":
-                    request = ExportTraceServiceRequest()
-                    request.ParseFromString(body)
-                    for resource_spans in request.resource_spans:
-                        for scope_spans in resource_spans.scope_spans:
-                            receiver.spans.extend(scope_spans.spans)
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def attributes(self, span) -> dict:
-        values = {}
-        for attribute in span.attributes:
-            value = attribute.value
-            kind = value.WhichOneof("value")
-            if kind == "array_value":
-                values[attribute.key] = [v.string_value for v in value.array_value.values]
-            else:
-                values[attribute.key] = getattr(value, kind)
-        return values
-
-
 @pytest.fixture
 def otlp_receiver() -> Iterator[OtlpReceiver]:
-    receiver = OtlpReceiver()
-    receiver.thread.start()
-    yield receiver
-    receiver.server.shutdown()
+    with receiving() as receiver:
+        yield receiver
 
 
 def test_traces_metrics_and_logs_without_content(
@@ -76,7 +33,7 @@ def test_traces_metrics_and_logs_without_content(
         ),
         GATEWAY_ACCESS_LOG="true",
         OTEL_SDK_DISABLED="false",
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{otlp_receiver.port}",
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.endpoint,
         OTEL_BSP_SCHEDULE_DELAY="100",
         OTEL_SERVICE_NAME="gateway-under-test",
     )
@@ -93,13 +50,9 @@ def test_traces_metrics_and_logs_without_content(
     )
     assert response.status_code == 200
 
-    deadline = time.monotonic() + 15
-    genai = []
-    while time.monotonic() < deadline and not genai:
-        genai = [s for s in otlp_receiver.spans if s.name == f"chat {MOCK_LLM}"]
-        time.sleep(0.2)
+    genai = otlp_receiver.wait_for(lambda s: s.name == f"chat {MOCK_LLM}", timeout=15)
     assert genai, [s.name for s in otlp_receiver.spans]
-    attributes = otlp_receiver.attributes(genai[0])
+    attributes = attributes_of(genai[0])
     assert attributes["gen_ai.operation.name"] == "chat"
     assert attributes["gen_ai.request.model"] == MOCK_LLM
     assert attributes["gen_ai.request.max_tokens"] == 5
@@ -114,7 +67,7 @@ def test_traces_metrics_and_logs_without_content(
     assert any(name.startswith("POST /v1/chat/completions") for name in names), names  # FastAPI
     assert any(name == "POST" or name.startswith("POST ") for name in names)  # httpx
     assert any("EVALSHA" in name or "HGETALL" in name for name in names), names  # Redis
-    everything = str([otlp_receiver.attributes(s) for s in otlp_receiver.spans])
+    everything = str([attributes_of(s) for s in otlp_receiver.spans])
     assert PROMPT not in everything and key not in everything
 
     log_lines = [json.loads(line) for line in gateway.log_path.read_text().splitlines() if line]
