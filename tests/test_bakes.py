@@ -41,7 +41,8 @@ HOOK_WRITTEN = {".env"}
 # What each answer must add or remove, stated independently of the hook's manifest.
 REQUIRED_TOP_LEVEL = [
     "gateway", "services/model", "evals", "tests", "docs", "README.md", "compose.yaml",
-    "Makefile", ".env.example", ".env", "pyproject.toml", ".pre-commit-config.yaml", "requirements-dev.txt",
+    "Makefile", ".env.example", ".env", "docs/security.md", "pyproject.toml",
+    ".pre-commit-config.yaml", "requirements-dev.txt",
 ]  # fmt: skip
 INFRA = ["infra/Pulumi.yaml", "infra/__main__.py", "docs/deploy.md"]
 RAG = ["gateway/gateway/rag", "docs/rag.md", "evals/evals/datasets/rag.jsonl"]
