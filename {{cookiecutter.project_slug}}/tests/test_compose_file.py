@@ -182,9 +182,9 @@ def test_compose_defaults_equal_env_example(env_example: dict[str, str]) -> None
 def test_make_dev_reads_env_example_values(
     env_example: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Every `make dev` setting is documented in .env.example and, without a .env, takes
-    its value from there (in the template repository, where .env.example is still a
-    template, the class defaults stand in and must equal the default answers)."""
+    """Every `make dev` setting is documented in .env.example, and a value missing from
+    .env takes the default documented there (the secrets are empty in both: nothing
+    starts without a written .env)."""
     for name in DevSettings.model_fields:
         monkeypatch.delenv(name.upper(), raising=False)
     empty = tmp_path / "empty.env"
