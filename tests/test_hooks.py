@@ -204,3 +204,24 @@ def test_a_real_bake_has_an_env_with_its_own_key(cookies: Any) -> None:
         pyproject = tomllib.loads((project / "pyproject.toml").read_text())
         assert ".env" in pyproject["tool"]["cruft"]["skip"]
     assert keys[0] != keys[1]
+
+
+def test_a_re_bake_over_the_project_keeps_its_env(
+    tmp_path: Path, pytestconfig: pytest.Config
+) -> None:
+    from cookiecutter.main import cookiecutter
+
+    def bake() -> Path:
+        return Path(
+            cookiecutter(
+                str(pytestconfig.option.template),
+                no_input=True,
+                output_dir=str(tmp_path),
+                overwrite_if_exists=True,
+            )
+        )
+
+    project = bake()
+    first = _env_values(project)
+    assert bake() == project
+    assert _env_values(project) == first  # the running stack's keys still work
