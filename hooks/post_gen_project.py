@@ -1,20 +1,25 @@
-"""Remove the parts the answers did not select, then print the next steps.
+"""Remove the parts the answers did not select, write `.env`, then print the next steps.
 
 Which paths belong to which option is data (`.optional_parts.toml` at the root of the
-generated project, deleted once applied); this script only applies it. It touches no
-network.
+generated project, deleted once applied); this script only applies it. `.env` is written
+from `.env.example` with a random master key and Redis password by the project's own
+`devstack/envfile.py` (the code `make env` runs), and never over an existing `.env`. It
+touches no network.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
 import tomllib
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 MANIFEST = ".optional_parts.toml"
+ENV_WRITER = "devstack/envfile.py"
 
 
 def load_manifest(project: Path) -> list[dict[str, Any]]:
@@ -56,6 +61,23 @@ def remove_empty_dirs(project: Path) -> None:
             directory.rmdir()
 
 
+def load_env_writer(project: Path) -> ModuleType:
+    """The project's `devstack/envfile.py` (standard library only), loaded by path."""
+    spec = importlib.util.spec_from_file_location("blueprint_envfile", project / ENV_WRITER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_env(project: Path) -> str:
+    """Write `.env` with fresh secrets unless one exists; a line saying which happened."""
+    written = load_env_writer(project).write_env(project)
+    if written is None:
+        return "Kept the existing .env (its keys are unchanged)."
+    return "Wrote .env with a random GATEWAY_MASTER_KEY and REDIS_PASSWORD (keep it secret)."
+
+
 def next_steps(answers: dict[str, Any]) -> str:
     slug = answers["project_slug"]
     lines = [
@@ -76,6 +98,7 @@ def main(answers: dict[str, Any], project: Path) -> int:
     remove(paths_to_remove(project, parts, answers))
     (project / MANIFEST).unlink()
     remove_empty_dirs(project)
+    print(write_env(project))
     print(next_steps(answers))
     return 0
 

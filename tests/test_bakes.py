@@ -35,11 +35,14 @@ IDS = [bake_id(b) for b in BAKES]
 # Written by tools and runs, never part of a bake.
 IGNORED_PARTS = {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".venv", ".dev"}
 IGNORED_TOP = {"models", "reports", "build"}
+# Written by the post-gen hook, not copied from the template.
+HOOK_WRITTEN = {".env"}
 
 # What each answer must add or remove, stated independently of the hook's manifest.
 REQUIRED_TOP_LEVEL = [
     "gateway", "services/model", "evals", "tests", "docs", "README.md", "compose.yaml",
-    "Makefile", ".env.example", "pyproject.toml", ".pre-commit-config.yaml", "requirements-dev.txt",
+    "Makefile", ".env.example", ".env", "docs/security.md", "pyproject.toml",
+    ".pre-commit-config.yaml", "requirements-dev.txt",
 ]  # fmt: skip
 INFRA = ["infra/Pulumi.yaml", "infra/__main__.py", "docs/deploy.md"]
 RAG = ["gateway/gateway/rag", "docs/rag.md", "evals/evals/datasets/rag.jsonl"]
@@ -90,7 +93,7 @@ def expected_files(template_repo: Path, chosen: dict[str, Any]) -> set[str]:
                             str(p.relative_to(template)) for p in path.rglob("*") if p.is_file()
                         }
     # The manifest itself is deleted once the hook has applied it.
-    return files_under(template) - removed - {".optional_parts.toml"}
+    return (files_under(template) - removed - {".optional_parts.toml"}) | HOOK_WRITTEN
 
 
 @pytest.fixture(scope="module", params=BAKES, ids=IDS)

@@ -148,3 +148,80 @@ def test_unsupported_bake_fails_in_the_pre_gen_hook(
         result.exception
     )
     assert result.project_path is None or not Path(result.project_path).exists()
+
+
+ENV_WRITER = ROOT / "{{cookiecutter.project_slug}}" / "devstack" / "envfile.py"
+
+
+def _project_with_env_example(tmp_path: Path) -> Path:
+    (tmp_path / "devstack").mkdir(parents=True)
+    (tmp_path / "devstack" / "envfile.py").write_text(ENV_WRITER.read_text())
+    (tmp_path / ".env.example").write_text(
+        "# docs\nGATEWAY_MASTER_KEY=\nREDIS_PASSWORD=\nGATEWAY_PORT=8080\n"
+    )
+    return tmp_path
+
+
+def _env_values(project: Path) -> dict[str, str]:
+    lines = (project / ".env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+def test_post_gen_writes_env_with_fresh_secrets(tmp_path: Path) -> None:
+    first = _project_with_env_example(tmp_path / "a")
+    second = _project_with_env_example(tmp_path / "b")
+    assert "Wrote .env" in post_gen.write_env(first)
+    post_gen.write_env(second)
+    values, others = _env_values(first), _env_values(second)
+    assert values["GATEWAY_MASTER_KEY"].startswith("sk-")
+    assert values["GATEWAY_MASTER_KEY"] != others["GATEWAY_MASTER_KEY"]
+    assert values["REDIS_PASSWORD"] and values["REDIS_PASSWORD"] != others["REDIS_PASSWORD"]
+    assert values["GATEWAY_PORT"] == "8080"  # everything else exactly as documented
+    assert (first / ".env").stat().st_mode & 0o077 == 0  # readable by its owner only
+
+
+def test_post_gen_keeps_an_existing_env(tmp_path: Path) -> None:
+    """A re-bake over a project (cookiecutter -f, --replay) must not change its keys."""
+    project = _project_with_env_example(tmp_path)
+    (project / ".env").write_text("GATEWAY_MASTER_KEY=sk-the-users-own-key\n")
+    assert "Kept the existing .env" in post_gen.write_env(project)
+    assert _env_values(project) == {"GATEWAY_MASTER_KEY": "sk-the-users-own-key"}
+
+
+def test_a_real_bake_has_an_env_with_its_own_key(cookies: Any) -> None:
+    keys = []
+    for _ in range(2):
+        result = cookies.bake()
+        assert result.exit_code == 0, result.exception
+        project = Path(result.project_path)
+        values = _env_values(project)
+        assert values["GATEWAY_MASTER_KEY"] not in ("", "sk-dev-master-key-change-me")
+        keys.append(values["GATEWAY_MASTER_KEY"])
+        example = (project / ".env.example").read_text()
+        assert "GATEWAY_MASTER_KEY=\n" in example and "REDIS_PASSWORD=\n" in example
+        # cruft update re-bakes in a temporary folder: it must not diff one random .env
+        # against another and patch the project's.
+        pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+        assert ".env" in pyproject["tool"]["cruft"]["skip"]
+    assert keys[0] != keys[1]
+
+
+def test_a_re_bake_over_the_project_keeps_its_env(
+    tmp_path: Path, pytestconfig: pytest.Config
+) -> None:
+    from cookiecutter.main import cookiecutter
+
+    def bake() -> Path:
+        return Path(
+            cookiecutter(
+                str(pytestconfig.option.template),
+                no_input=True,
+                output_dir=str(tmp_path),
+                overwrite_if_exists=True,
+            )
+        )
+
+    project = bake()
+    first = _env_values(project)
+    assert bake() == project
+    assert _env_values(project) == first  # the running stack's keys still work

@@ -63,8 +63,10 @@ def bake() -> Path:
             overwrite_if_exists=True,
         )
     path = Path(project)
-    # The quickstart's first step: the project's settings file.
-    shutil.copy(path / ".env.example", path / ".env")
+    # The post-gen hook wrote the project's settings file, with a random master key and
+    # Redis password, as for every user.
+    if not (path / ".env").is_file():
+        raise RuntimeError(f"the bake wrote no .env in {path}")
     console.print(f"baked [bold]{path.relative_to(ROOT)}[/] with the default answers")
     return path
 

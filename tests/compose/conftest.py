@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -111,9 +111,17 @@ def compose_project(request: pytest.FixtureRequest) -> Path:
         bakery: Bakery = request.getfixturevalue("bakery")
         with timed("bake (defaults)"):
             project = bakery.bake({})
+    # The post-gen hook wrote .env (random master key and Redis password); a project given
+    # by COMPOSE_PROJECT_DIR without one gets it the way `make env` writes it.
     if not (project / ".env").exists():
-        shutil.copyfile(project / ".env.example", project / ".env")
+        subprocess.run(
+            [sys.executable, "-m", "devstack", "env"], cwd=project, check=True, env=_project_env()
+        )
     return project
+
+
+def _project_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": "."}
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +254,9 @@ def model_ready(env: dict[str, str], variable: str) -> bool | None:
 
 
 def redis_ready(env: dict[str, str]) -> bool | None:
-    client = redis.Redis(port=int(env["DEV_REDIS_PORT"]), socket_timeout=2)
+    client = redis.Redis(
+        port=int(env["DEV_REDIS_PORT"]), password=env["REDIS_PASSWORD"], socket_timeout=2
+    )
     try:
         return True if client.ping() else None
     finally:
@@ -286,6 +296,8 @@ def compose_stack(
         "IMAGE_PREFIX": f"localhost/blueprint-compose/{slug}",
         "IMAGE_TAG": "test",
         **{variable: str(free_port()) for variable in PORT_VARIABLES},
+        # Compose's Redis requires it; the test's own Redis client needs it too.
+        "REDIS_PASSWORD": dotenv["REDIS_PASSWORD"],
     }
     stack = ComposeStack(
         project_dir=compose_project,

@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
     timeout = float(os.environ.get("DEV_START_TIMEOUT", "900"))
     for url in urls:
         print(f"waiting for {url}", flush=True)
-        if not wait_healthy(url, timeout):
+        if not wait_healthy(url, timeout, redis_password=os.environ.get("REDISCLI_AUTH")):
             print(f"{url} not healthy after {timeout:.0f}s; not starting", file=sys.stderr)
             return 1
     print(f"starting: {' '.join(command)}", flush=True)

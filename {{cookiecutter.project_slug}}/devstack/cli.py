@@ -1,8 +1,9 @@
-"""`python -m devstack [up|check|plan]`: the local stack without Docker (`make dev`)."""
+"""`python -m devstack [up|check|plan|env]`: the local stack without Docker (`make dev`)."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from devstack.envfile import write_env
 from devstack.preflight import problems
 from devstack.runner import Stack
 from devstack.services import base_env, plan
@@ -21,7 +23,15 @@ err = Console(stderr=True, soft_wrap=True)
 
 RootOption = Annotated[Path, typer.Option(help="Project root (where .env and compose.yaml are).")]
 EnvFileOption = Annotated[Path | None, typer.Option(help="Read this file instead of ROOT/.env.")]
-SECRET_MARKERS = ("KEY", "TOKEN", "PASSWORD", "HEADERS")
+SECRET_MARKERS = ("KEY", "TOKEN", "PASSWORD", "HEADERS", "AUTH")
+URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]+@")
+
+
+def masked(key: str, value: str) -> str:
+    """A value as `plan` prints it: secrets as ***, passwords inside URLs too."""
+    if value and any(marker in key for marker in SECRET_MARKERS):
+        return "***"
+    return URL_PASSWORD.sub(r"\1***@", value)
 
 
 def _preflight(root: Path, env_file: Path | None) -> tuple[list[str], Stack | None]:
@@ -30,7 +40,14 @@ def _preflight(root: Path, env_file: Path | None) -> tuple[list[str], Stack | No
     found = problems(settings, services)
     if found:
         return found, None
-    return [], Stack(services, root, os.environ, settings.dev_start_timeout)
+    stack = Stack(
+        services,
+        root,
+        os.environ,
+        settings.dev_start_timeout,
+        redis_password=settings.redis_password,
+    )
+    return [], stack
 
 
 def _report(found: list[str]) -> None:
@@ -97,5 +114,18 @@ def show_plan(root: RootOption = Path("."), env_file: EnvFileOption = None) -> N
         console.rule(f"[bold]{service.name}[/]  {service.health_url}")
         console.print(" ".join(service.argv), highlight=False)
         for key, value in sorted(service.env.items()):
-            secret = value and any(marker in key for marker in SECRET_MARKERS)
-            console.print(f"  {key}={'***' if secret else value}", highlight=False, soft_wrap=True)
+            console.print(f"  {key}={masked(key, value)}", highlight=False, soft_wrap=True)
+
+
+@app.command("env")
+def write_env_file(root: RootOption = Path(".")) -> None:
+    """Write .env from .env.example with a random master key and Redis password (`make env`).
+    An existing .env is left as it is."""
+    written = write_env(root.resolve())
+    if written is None:
+        err.print(f"{root.resolve() / '.env'} exists: left as it is", highlight=False)
+        return
+    err.print(
+        f"[green]wrote {written}[/] (random GATEWAY_MASTER_KEY and REDIS_PASSWORD)",
+        highlight=False,
+    )

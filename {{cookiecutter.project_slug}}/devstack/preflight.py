@@ -35,7 +35,7 @@ def port_problems(services: list[Service]) -> list[str]:
                 f"{variable}={service.port} is also the port of {', '.join(others)}: "
                 f"give {service.name} its own port in .env"
             )
-        elif port_in_use(service.port):
+        elif port_in_use(service.port, service.host):
             problems.append(
                 f"port {service.port} ({service.name}) is already in use: stop what runs "
                 f"there or set {variable} to a free port in .env"
@@ -59,6 +59,25 @@ def model_problems(settings: DevSettings) -> list[str]:
     return problems
 
 
+EXAMPLE_MASTER_KEY = "sk-dev-master-key-change-me"
+MAKE_ENV = "`make env` writes .env with random secrets (it never overwrites an existing one)"
+
+
+def secret_problems(settings: DevSettings) -> list[str]:
+    """The stack never runs without its secrets, nor with the key the docs once printed."""
+    problems = []
+    if not settings.gateway_master_key:
+        problems.append(f"GATEWAY_MASTER_KEY is not set: {MAKE_ENV}, or set one in .env")
+    elif settings.gateway_master_key == EXAMPLE_MASTER_KEY:
+        problems.append(
+            "GATEWAY_MASTER_KEY is the published example key: set a random one in .env "
+            "(python -c 'import secrets; print(\"sk-\" + secrets.token_urlsafe(32))')"
+        )
+    if not settings.redis_password:
+        problems.append(f"REDIS_PASSWORD is not set: {MAKE_ENV}, or set one in .env")
+    return problems
+
+
 def redis_problems() -> list[str]:
     try:
         valkey_binary()
@@ -70,4 +89,9 @@ def redis_problems() -> list[str]:
 
 def problems(settings: DevSettings, services: list[Service]) -> list[str]:
     """Everything that would stop the stack from starting, or an empty list."""
-    return port_problems(services) + model_problems(settings) + redis_problems()
+    return (
+        secret_problems(settings)
+        + port_problems(services)
+        + model_problems(settings)
+        + redis_problems()
+    )

@@ -12,6 +12,7 @@ entries always have one, so `volatile-lru` evicts cache entries and never a key.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 from pathlib import Path
 
@@ -64,29 +65,48 @@ def valkey_binary() -> Path:
     )
 
 
+def password_config(data_dir: Path, password: str) -> Path:
+    """A config file (mode 0600) holding `requirepass`, so the password is never in argv."""
+    path = data_dir / "devstack-auth.conf"
+    escaped = password.replace("\\", "\\\\").replace('"', '\\"')
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f'requirepass "{escaped}"\n')
+    path.chmod(0o600)  # also when the file existed with wider permissions
+    return path
+
+
 def server_command(
-    port: int, data_dir: Path, with_search: bool = True, host: str = "127.0.0.1"
+    port: int,
+    data_dir: Path,
+    with_search: bool = True,
+    host: str = "127.0.0.1",
+    config_file: Path | None = None,
 ) -> list[str]:
     """argv for a server on host:port keeping its files in data_dir."""
     if with_search:
-        argv = [str(valkey_binary())]
-        for module in search_modules():
-            argv += ["--loadmodule", str(module)]
+        binary = str(valkey_binary())
+        modules = [arg for module in search_modules() for arg in ("--loadmodule", str(module))]
     else:
-        binary = shutil.which("redis-server") or shutil.which("valkey-server")
-        argv = [str(valkey_binary())] if binary is None else [binary]
-    return [*argv, "--port", str(port), "--bind", host, "--dir", str(data_dir), *SERVER_SETTINGS]
+        found = shutil.which("redis-server") or shutil.which("valkey-server")
+        binary, modules = found or str(valkey_binary()), []
+    # A config file must be the first argument; options after it override it.
+    config = [str(config_file)] if config_file else []
+    settings = ["--port", str(port), "--bind", host, "--dir", str(data_dir), *SERVER_SETTINGS]
+    return [binary, *config, *modules, *settings]
 
 
 def main() -> None:
-    """`python -m devstack.redis PORT [DATA_DIR]`: run a server in the foreground."""
-    import os
+    """`python -m devstack.redis PORT [DATA_DIR]`: run a server in the foreground, requiring
+    the password in REDIS_PASSWORD when it is set."""
     import sys
 
     port = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("DEV_REDIS_PORT", "6380"))
     data_dir = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(".dev/redis")
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = server_command(port, data_dir, with_search=True)
+    password = os.environ.get("REDIS_PASSWORD", "")
+    config = password_config(data_dir, password) if password else None
+    argv = server_command(port, data_dir, with_search=True, config_file=config)
     os.execv(argv[0], argv)
 
 

@@ -20,7 +20,7 @@ from honcho.manager import Manager
 from honcho.printer import Message
 
 from devstack.health import wait_healthy
-from devstack.services import Service, base_env
+from devstack.services import Service, base_env, reachable_host
 
 WATCHER = "devstack"
 
@@ -58,16 +58,20 @@ class Stack:
         inherited: Mapping[str, str],
         start_timeout: float,
         python: str = sys.executable,
+        redis_password: str = "",
     ) -> None:
         self.services = services
         self.root = root
         self.start_timeout = start_timeout
+        self.redis_password = redis_password
         self.manager = _Manager(on_started=self._start_watcher)
         self._watcher = threading.Thread(target=self._watch, name="devstack-watch", daemon=True)
         self.failed = False
         self._stopping = threading.Event()
         env = base_env(root, inherited)
         env["DEV_START_TIMEOUT"] = str(start_timeout)
+        if redis_password:
+            env["REDISCLI_AUTH"] = redis_password  # for the devstack.after gates
         for service in services:
             self.manager.add_process(
                 service.name,
@@ -96,6 +100,7 @@ class Stack:
                 service.health_url,
                 self.start_timeout,
                 keep_going=lambda: not self._stopping.is_set(),
+                redis_password=self.redis_password,
             )
             if self._stopping.is_set():
                 return
@@ -112,7 +117,7 @@ class Stack:
         gateway = next((s for s in self.services if s.name == "gateway"), None)
         lines = ["stack ready:"] + [f"  {s.name:<9} {s.health_url}" for s in self.services]
         if gateway is not None:
-            base_url = f"http://127.0.0.1:{gateway.port}/v1"
+            base_url = f"http://{reachable_host(gateway.host)}:{gateway.port}/v1"
             lines.append(f"  OpenAI base URL: {base_url} (Ctrl-C stops everything)")
         self.say("\n".join(lines))
 

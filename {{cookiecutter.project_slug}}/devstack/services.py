@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from devstack.settings import DevSettings
 
@@ -28,6 +29,7 @@ class Service:
     health_url: str
     port: int
     after: list[str] = field(default_factory=list)
+    host: str = "127.0.0.1"  # where it listens (the preflight checks the port there)
 
 
 def model_folder(models_dir: Path, model: str) -> Path:
@@ -130,13 +132,25 @@ def upstreams(settings: DevSettings) -> list[dict[str, object]]:
     ]
 
 
+def redis_url(settings: DevSettings, with_password: bool = True) -> str:
+    """The dev Redis; the password goes in the URL only where a client needs it (never
+    in health URLs, which are printed and passed on command lines)."""
+    auth = f":{quote(settings.redis_password, safe='')}@" if with_password else ""
+    return f"redis://{auth}127.0.0.1:{settings.dev_redis_port}/0"
+
+
+def reachable_host(host: str) -> str:
+    """Where a client on this machine reaches a server listening on `host`."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
 def gateway_env(settings: DevSettings) -> dict[str, str]:
     return {
-        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_HOST": settings.gateway_host,
         "GATEWAY_PORT": str(settings.gateway_port),
         "GATEWAY_ENVIRONMENT": settings.gateway_environment,
         "GATEWAY_MASTER_KEY": settings.gateway_master_key,
-        "GATEWAY_REDIS_URL": f"redis://127.0.0.1:{settings.dev_redis_port}/0",
+        "GATEWAY_REDIS_URL": redis_url(settings),
         "GATEWAY_UPSTREAMS": json.dumps(upstreams(settings)),
         "GATEWAY_EMBEDDING_MODEL": settings.embedding_model,
         "GATEWAY_SEMANTIC_CACHE_ENABLED": settings.gateway_semantic_cache_enabled,
@@ -149,14 +163,15 @@ def gateway_env(settings: DevSettings) -> dict[str, str]:
 
 def plan(settings: DevSettings, root: Path, python: str = sys.executable) -> list[Service]:
     """The services of `make dev`, in dependency order."""
-    redis_url = f"redis://127.0.0.1:{settings.dev_redis_port}/0"
     data_dir = root / ".dev" / "redis"
+    gateway_host = reachable_host(settings.gateway_host)
     return [
         Service(
             name="redis",
             argv=[python, "-m", "devstack.redis", str(settings.dev_redis_port), str(data_dir)],
-            env={},
-            health_url=redis_url,
+            # Read by devstack.redis into a 0600 config file, never put on a command line.
+            env={"REDIS_PASSWORD": settings.redis_password},
+            health_url=redis_url(settings, with_password=False),
             port=settings.dev_redis_port,
         ),
         Service(
@@ -177,8 +192,9 @@ def plan(settings: DevSettings, root: Path, python: str = sys.executable) -> lis
             name="gateway",
             argv=[python, "-m", "gateway", "serve"],
             env=gateway_env(settings),
-            health_url=f"http://127.0.0.1:{settings.gateway_port}/readyz",
+            health_url=f"http://{gateway_host}:{settings.gateway_port}/readyz",
             port=settings.gateway_port,
             after=["redis", "llm", "embedder"],
+            host=settings.gateway_host,
         ),
     ]

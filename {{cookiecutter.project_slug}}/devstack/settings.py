@@ -1,14 +1,14 @@
 """The user-level settings of the local stack, read from `.env` like docker compose.
 
-`.env.example` supplies the defaults (a missing `.env` is not an error), `.env` overrides
-them and the shell environment overrides both: the same precedence compose uses, so
-`make dev` and `docker compose up` run the same configuration. The field defaults
-below equal `.env.example`'s values; a test keeps the two (and compose) in step.
+`.env` is the one file every command reads (compose, `make dev`, `make eval`, the
+gateway's CLI); the shell environment overrides it, as in compose. A value missing from
+`.env` takes the field default below, which equals `.env.example`'s documented value
+(a test keeps the two, and compose's defaults, in step). The secrets have no default:
+`make env` (and the post-gen hook) write `.env` with random ones.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
@@ -39,16 +39,18 @@ class DevSettings(BaseSettings):
     llm_vllm_extra_args: str = ""
 
     # Ports
+    gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=1, le=65535)
     llm_port: int = Field(default=8000, ge=1, le=65535)
     embedder_port: int = Field(default=8001, ge=1, le=65535)
     dev_redis_port: int = Field(default=6380, ge=1, le=65535)
 
     # Gateway
-    gateway_master_key: str = "sk-dev-master-key-change-me"
+    gateway_master_key: str = ""
     gateway_environment: str = "development"
     gateway_semantic_cache_enabled: str = "false"
     openai_api_key: str = ""
+    redis_password: str = ""
 
     # Telemetry: `make dev` runs no collector, so export stays off unless asked for.
     otel_sdk_disabled: str = "true"
@@ -61,20 +63,13 @@ class DevSettings(BaseSettings):
 
 
 def load_settings(root: Path, env_file: Path | None = None) -> DevSettings:
-    """Settings for the project at `root`: .env.example < .env (or env_file) < shell."""
-    files = [root / ".env.example", env_file or root / ".env"]
-    existing = tuple(path for path in files if path.is_file() and not _is_jinja_template(path))
+    """Settings for the project at `root`: defaults < .env (or env_file) < shell."""
+    path = env_file or root / ".env"
     # `_env_file` is pydantic-settings' documented per-instance override.
-    settings = DevSettings(_env_file=existing or None)  # type: ignore[call-arg]
+    settings = DevSettings(_env_file=path if path.is_file() else None)  # type: ignore[call-arg]
     if not settings.models_dir.is_absolute():
         settings.models_dir = (root / settings.models_dir).resolve()
     return settings
-
-
-def _is_jinja_template(path: Path) -> bool:
-    """In the template repository `.env.example` is still a cookiecutter template; the
-    field defaults (equal to its rendered values) stand in for it there."""
-    return re.search(r"\{\{\s*cookiecutter\.", path.read_text()) is not None
 
 
 PORT_VARIABLES: dict[str, str] = {

@@ -17,6 +17,7 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from devstack import services as devstack_services
+from devstack.envfile import fill_secrets
 from devstack.redis import SERVER_SETTINGS
 from devstack.settings import DevSettings, load_settings
 from evals.settings import EvalsSettings
@@ -64,10 +65,21 @@ def env_example() -> dict[str, str]:
     return project_files.env_example()
 
 
+def written_env() -> dict[str, str]:
+    """The .env the post-gen hook and `make env` write (fresh secrets), as compose reads it."""
+    from io import StringIO
+
+    from dotenv import dotenv_values
+
+    text = fill_secrets(project_files.text(".env.example"))
+    values = dotenv_values(stream=StringIO(text), interpolate=False)
+    return {key: value or "" for key, value in values.items()}
+
+
 @pytest.fixture(scope="module")
-def user_env(env_example: dict[str, str]) -> dict[str, str]:
-    """What a user has after `cp .env.example .env` and filling in the required values."""
-    env = dict(env_example)
+def user_env() -> dict[str, str]:
+    """What a user has: the written .env, plus the values only they can know."""
+    env = written_env()
     for ref in references(project_files.text("compose.yaml")):
         if ref.op.endswith("?") and not env.get(ref.name):
             env[ref.name] = "http://collector.example:4317"
@@ -116,6 +128,46 @@ def test_required_secret_stops_compose_without_env() -> None:
         interpolate(project_files.compose()["services"]["gateway"], others)
 
 
+def test_env_example_alone_cannot_start_a_stack(
+    raw: dict[str, Any], env_example: dict[str, str]
+) -> None:
+    """The documented file holds no usable secret: copying it by hand gets a clear stop
+    naming the variable, never a stack on a key everyone can read."""
+    assert env_example["GATEWAY_MASTER_KEY"] == "" and env_example["REDIS_PASSWORD"] == ""
+    for service, variable in (("gateway", "GATEWAY_MASTER_KEY"), ("redis", "REDIS_PASSWORD")):
+        others = {**written_env(), variable: ""}
+        with pytest.raises(MissingVariableError, match=variable):
+            interpolate(raw["services"][service], others)
+
+
+def test_written_env_has_fresh_secrets_and_runs_compose(
+    compose: dict[str, Any], user_env: dict[str, str]
+) -> None:
+    key, password = user_env["GATEWAY_MASTER_KEY"], user_env["REDIS_PASSWORD"]
+    assert key.startswith("sk-") and len(key) >= 40 and key != "sk-dev-master-key-change-me"
+    assert written_env()["GATEWAY_MASTER_KEY"] != key  # random on every write
+    services = compose["services"]
+    assert services["gateway"]["environment"]["GATEWAY_MASTER_KEY"] == key
+    redis_url = urlparse(services["gateway"]["environment"]["GATEWAY_REDIS_URL"])
+    assert (redis_url.password, redis_url.hostname, redis_url.port) == (password, "redis", 6379)
+    command = services["redis"]["command"]
+    assert command[command.index("--requirepass") + 1] == password
+    assert services["redis"]["environment"]["REDISCLI_AUTH"] == password  # the healthcheck
+
+
+def test_gateway_is_published_on_this_machine_only_by_default(
+    raw: dict[str, Any], user_env: dict[str, str]
+) -> None:
+    for name, service in interpolate(raw, user_env)["services"].items():
+        for mapping in service.get("ports", []):
+            assert mapping.startswith("127.0.0.1:"), f"{name}: {mapping}"
+    opened = interpolate(raw, {**user_env, "GATEWAY_HOST": "0.0.0.0"})["services"]
+    assert opened["gateway"]["ports"] == [f"0.0.0.0:{user_env['GATEWAY_PORT']}:8080"]
+    assert opened["redis"]["ports"][0].startswith("127.0.0.1:")  # only the gateway opens
+    # The container itself always listens on every interface of its own network.
+    assert opened["gateway"]["environment"]["GATEWAY_HOST"] == "0.0.0.0"
+
+
 def test_every_variable_is_documented_in_env_example(env_example: dict[str, str]) -> None:
     used = {ref.name for ref in references(project_files.text("compose.yaml"))}
     assert used - set(env_example) == set()
@@ -130,9 +182,9 @@ def test_compose_defaults_equal_env_example(env_example: dict[str, str]) -> None
 def test_make_dev_reads_env_example_values(
     env_example: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Every `make dev` setting is documented in .env.example and, without a .env, takes
-    its value from there (in the template repository, where .env.example is still a
-    template, the class defaults stand in and must equal the default answers)."""
+    """Every `make dev` setting is documented in .env.example, and a value missing from
+    .env takes the default documented there (the secrets are empty in both: nothing
+    starts without a written .env)."""
     for name in DevSettings.model_fields:
         monkeypatch.delenv(name.upper(), raising=False)
     empty = tmp_path / "empty.env"

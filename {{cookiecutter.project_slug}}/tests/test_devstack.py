@@ -25,6 +25,8 @@ from tests.support.processes import free_port
 
 ROOT = project_files.PROJECT_ROOT
 PORT_VARIABLES = ("DEV_REDIS_PORT", "LLM_PORT", "EMBEDDER_PORT", "GATEWAY_PORT")
+# What .env gives every run of these tests (they read an empty env file instead).
+SECRETS = {"GATEWAY_MASTER_KEY": "sk-test-" + secrets.token_hex(16), "REDIS_PASSWORD": "pw-test"}
 
 
 def marked_processes(marker: str) -> list[int]:
@@ -75,7 +77,7 @@ def devstack(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess.Comp
     return subprocess.run(
         [sys.executable, "-m", "devstack", *args, "--env-file", str(empty_env_file)],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **env},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **SECRETS, **env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -135,20 +137,106 @@ def test_missing_models_fail_fast_naming_make_models_offline(
     assert time.monotonic() - started < 60  # nothing was started or waited on
 
 
-def test_shell_beats_env_file_beats_env_example(
+def test_shell_beats_env_file_beats_defaults_and_env_example_is_not_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("LLM_PORT", raising=False)
-    monkeypatch.delenv("GATEWAY_PORT", raising=False)
-    monkeypatch.delenv("MODELS_DIR", raising=False)
-    (tmp_path / ".env.example").write_text("LLM_PORT=1111\nGATEWAY_PORT=2221\nMODELS_DIR=./m\n")
-    assert load_settings(tmp_path).llm_port == 1111
-    (tmp_path / ".env").write_text("LLM_PORT=2222\n")
+    for variable in ("LLM_PORT", "GATEWAY_PORT", "MODELS_DIR", "GATEWAY_MASTER_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    # Compose reads only .env; so does make dev (documentation is not configuration).
+    (tmp_path / ".env.example").write_text("LLM_PORT=1111\nGATEWAY_MASTER_KEY=sk-from-docs\n")
     settings = load_settings(tmp_path)
-    assert (settings.llm_port, settings.gateway_port) == (2222, 2221)
+    assert (settings.llm_port, settings.gateway_master_key) == (8000, "")
+    (tmp_path / ".env").write_text("LLM_PORT=2222\nMODELS_DIR=./m\n")
+    settings = load_settings(tmp_path)
+    assert (settings.llm_port, settings.gateway_port) == (2222, 8080)
     assert settings.models_dir == (tmp_path / "m").resolve()
     monkeypatch.setenv("LLM_PORT", "3333")
     assert load_settings(tmp_path).llm_port == 3333
+
+
+@pytest.mark.parametrize(
+    ("secrets_given", "expected"),
+    [
+        ({"GATEWAY_MASTER_KEY": ""}, "GATEWAY_MASTER_KEY is not set: `make env`"),
+        ({"REDIS_PASSWORD": ""}, "REDIS_PASSWORD is not set: `make env`"),
+        ({"GATEWAY_MASTER_KEY": "sk-dev-master-key-change-me"}, "published example key"),
+    ],
+)
+def test_make_dev_refuses_to_start_without_its_secrets(
+    secrets_given: dict[str, str],
+    expected: str,
+    free_ports: dict[str, str],
+    prepared_models_dir: Path,
+    tmp_path: Path,
+) -> None:
+    env = {**free_ports, "MODELS_DIR": str(prepared_models_dir), **secrets_given}
+    result = devstack("up", env=env, tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert expected in " ".join(result.stderr.split())
+
+
+def test_gateway_listens_where_gateway_host_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GATEWAY_HOST", raising=False)
+    services = {s.name: s for s in plan(load_settings(tmp_path), ROOT)}
+    assert services["gateway"].env["GATEWAY_HOST"] == services["gateway"].host == "127.0.0.1"
+    assert all(s.host == "127.0.0.1" for s in services.values())
+    monkeypatch.setenv("GATEWAY_HOST", "0.0.0.0")
+    services = {s.name: s for s in plan(load_settings(tmp_path), ROOT)}
+    assert services["gateway"].env["GATEWAY_HOST"] == "0.0.0.0"
+    assert services["gateway"].health_url.startswith("http://127.0.0.1:")
+    for name in ("llm", "embedder"):  # only the gateway ever opens up
+        assert services[name].env["MODEL_HOST"] == "127.0.0.1"
+
+
+def test_plan_masks_the_redis_password_and_the_master_key(
+    free_ports: dict[str, str], tmp_path: Path
+) -> None:
+    result = devstack("plan", env={**free_ports, "REDIS_PASSWORD": "s3cret-pw"}, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "s3cret-pw" not in result.stdout and SECRETS["GATEWAY_MASTER_KEY"] not in result.stdout
+    assert f"GATEWAY_REDIS_URL=redis://:***@127.0.0.1:{free_ports['DEV_REDIS_PORT']}/0" in (
+        result.stdout
+    )
+
+
+def test_dev_redis_requires_the_password(tmp_path: Path) -> None:
+    """`make dev`'s Redis (devstack.redis, a real valkey) refuses clients without it; the
+    health probe and the gateway's URL carry it."""
+    import redis
+
+    from devstack.health import is_healthy
+    from devstack.redis import server_command
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "devstack.redis", str(port), str(tmp_path / "data")],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "REDIS_PASSWORD": "pw-of-this-test"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 30
+        while not is_healthy(url, redis_password="pw-of-this-test"):
+            assert server.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        assert not is_healthy(url)  # NOAUTH without the password
+        assert not is_healthy(url, redis_password="wrong")
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis.from_url(url).ping()
+        authed = redis.Redis.from_url(f"redis://:pw-of-this-test@127.0.0.1:{port}/0")
+        assert authed.ping() and authed.set("k", "v")
+        authed.close()
+        config = tmp_path / "data" / "devstack-auth.conf"
+        assert config.stat().st_mode & 0o077 == 0
+        # The password reaches the server through that file, never its command line.
+        argv = server_command(port, tmp_path / "data", config_file=config)
+        assert argv[1] == str(config) and not any("pw-of-this-test" in arg for arg in argv)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_model_instances_never_share_the_shell_model_variables(
@@ -291,6 +379,7 @@ def test_make_dev_serves_through_the_gateway_and_ctrl_c_leaves_nothing(
     env = {
         **os.environ,
         **ports,
+        **SECRETS,  # in a bake these override its .env, in the template they stand in for it
         "MODELS_DIR": str(models_dir),
         "DEVSTACK_TEST_RUN": run_marker,
         "DEV_START_TIMEOUT": "600",
@@ -325,7 +414,7 @@ def test_make_dev_serves_through_the_gateway_and_ctrl_c_leaves_nothing(
         settings = load_settings(ROOT)
         client = OpenAI(
             base_url=f"http://127.0.0.1:{ports['GATEWAY_PORT']}/v1",
-            api_key=settings.gateway_master_key,
+            api_key=SECRETS["GATEWAY_MASTER_KEY"],
             timeout=300,
             max_retries=0,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -11,10 +12,11 @@ from blueprint_infra import kube
 from blueprint_infra.config import Secrets, StackConfig
 from blueprint_infra.context import AppContext, Images
 from blueprint_infra.evals_job import create_evals
+from blueprint_infra.evals_key import create_evals_key_job, evals_key
 from blueprint_infra.gateway import create_gateway, gateway_url
 from blueprint_infra.keda import create_scaled_object
 from blueprint_infra.model_service import EMBEDDER, LLM, create_model_service
-from blueprint_infra.network_policies import create_network_policies
+from blueprint_infra.network_policies import RedisEgress, create_network_policies
 from blueprint_infra.observability import create_collector
 from blueprint_infra.redis import NAME as REDIS
 from blueprint_infra.redis import PORT as REDIS_PORT
@@ -28,6 +30,8 @@ class ExternalRedis:
 
     url: pulumi.Input[str]  # secret: holds the password
     endpoint: pulumi.Input[str]  # host:port, no password
+    cidrs: tuple[str, ...] = ("0.0.0.0/0",)  # where it is, for the egress policies
+    port: int = REDIS_PORT
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,18 @@ class BlueprintAppArgs:
     images: Images
     external_redis: ExternalRedis | None = None
     gpu_node_selector: dict[str, str] = field(default_factory=dict)
+
+
+def redis_egress(config: StackConfig, args: BlueprintAppArgs) -> RedisEgress:
+    """Where the gateway and the evals-key Job may connect to reach Redis."""
+    if args.external_redis is not None:
+        external = args.external_redis
+        return RedisEgress(in_cluster=False, cidrs=external.cidrs, port=external.port)
+    if config.redis.mode == "external":
+        assert args.secrets.redis_url is not None  # checked by load_stack_config
+        port = urlparse(args.secrets.redis_url).port or REDIS_PORT
+        return RedisEgress(False, tuple(config.network.external_redis_cidrs), port)
+    return RedisEgress(in_cluster=True)
 
 
 class BlueprintApp(pulumi.ComponentResource):
@@ -92,8 +108,11 @@ class BlueprintApp(pulumi.ComponentResource):
                 "{0}.{1}.svc.cluster.local:{2}", REDIS, namespace_name, REDIS_PORT
             )
 
-        secrets = create_secrets(ctx, args.secrets, gateway_redis_url)
-        create_network_policies(ctx)
+        evals_api_key = evals_key(args.secrets)
+        secrets = create_secrets(ctx, args.secrets, gateway_redis_url, evals_api_key)
+        create_network_policies(
+            ctx, redis_egress(config, args), external_upstreams=bool(args.secrets.upstream_api_keys)
+        )
         backends: list[pulumi.Resource] = [secrets.gateway]
         if secrets.redis is not None:
             backends.append(create_redis(ctx, secrets.redis))
@@ -118,7 +137,8 @@ class BlueprintApp(pulumi.ComponentResource):
 
         gateway, service, _ = create_gateway(ctx, secrets.upstream_key_envs, *backends)
         if config.evals.enabled:
-            create_evals(ctx, gateway, secrets.evals, *models)
+            key_job = create_evals_key_job(ctx, evals_api_key, *backends)
+            create_evals(ctx, gateway, secrets.evals, key_job, *models)
 
         self.namespace = pulumi.Output.from_input(namespace_name)
         self.gateway_url = gateway_url(ctx, service, namespace_name)

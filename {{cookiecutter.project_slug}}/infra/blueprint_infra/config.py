@@ -130,11 +130,31 @@ class ModelServiceConfig(_Model):
         return Resources(cpu_request="1", memory_request="2Gi", cpu_limit="2", memory_limit="4Gi")
 
 
+# Gateway paths that are never published: operators reach them with `kubectl
+# port-forward` (or from inside the cluster); /ui is the future web console.
+INTERNAL_PATHS = ("/metrics", "/docs", "/redoc", "/openapi.json", "/admin", "/ui")
+
+
 class IngressConfig(_Model):
     host: str
     class_name: str | None = None
     tls_secret_name: DnsLabel | None = None
     annotations: dict[str, str] = {}
+    # Path prefixes the Ingress routes to the gateway; nothing else is reachable.
+    public_paths: list[str] = Field(default=["/v1"], min_length=1)
+
+    @model_validator(mode="after")
+    def _no_internal_paths(self) -> IngressConfig:
+        for path in self.public_paths:
+            if not path.startswith("/") or path.rstrip("/") == "":
+                raise ValueError(f"publicPaths: {path!r} must be a path prefix such as /v1")
+            internal = [p for p in INTERNAL_PATHS if p.startswith(path.rstrip("/") + "/")]
+            if path.rstrip("/") in INTERNAL_PATHS or internal:
+                raise ValueError(
+                    f"publicPaths: {path!r} would publish {', '.join(internal) or path}, which "
+                    "stay internal (kubectl port-forward svc/gateway 8080)"
+                )
+        return self
 
 
 class GatewayConfig(_Model):
@@ -202,9 +222,23 @@ class EvalsConfig(_Model):
     suite: str = "smoke"
     schedule: str | None = None
     await_completion: bool = True
+    # Limits of the evals job's own gateway key (none by default: the perf suite loads).
+    key_rpm: int | None = Field(default=None, ge=1)
+    key_tpm: int | None = Field(default=None, ge=1)
     resources: Resources = Resources(
         cpu_request="100m", memory_request="256Mi", cpu_limit="1", memory_limit="1Gi"
     )
+
+
+class NetworkConfig(_Model):
+    """Egress is denied to every pod of the namespace except what the app needs: DNS, the
+    paths between its services, and these."""
+
+    dns_namespace: DnsLabel = "kube-system"
+    # llm/embedder download weights from the Hugging Face hub (HTTPS) when they start.
+    model_downloads: bool = True
+    # Where an external Redis (redis.mode external) lives; narrow it to its address.
+    external_redis_cidrs: list[str] = ["0.0.0.0/0"]
 
 
 class NodeGroupConfig(_Model):
@@ -284,6 +318,7 @@ class StackConfig(_Model):
     observability: ObservabilityConfig = ObservabilityConfig()
     keda: KedaConfig = KedaConfig()
     evals: EvalsConfig = EvalsConfig()
+    network: NetworkConfig = NetworkConfig()
     aws: AwsConfig = AwsConfig()
     await_models: bool = True
 

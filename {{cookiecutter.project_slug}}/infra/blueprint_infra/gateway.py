@@ -1,4 +1,11 @@
-"""Gateway: Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget, Ingress."""
+"""Gateway: Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget, Ingress.
+
+The Ingress publishes only `ingress.publicPaths` (default `/v1`: the OpenAI API and RAG);
+`/metrics`, `/docs`, `/openapi.json`, `/admin` and `/ui` are routed nowhere, so they stay
+reachable only from inside the cluster (the collector scrapes the pods directly). A
+`LoadBalancer` or `NodePort` Service is layer 4 and publishes every path: prefer the
+Ingress (docs/security.md).
+"""
 
 from __future__ import annotations
 
@@ -158,6 +165,11 @@ def _service(ctx: AppContext, labels: dict[str, str]) -> k8s.core.v1.Service:
         annotations["service.beta.kubernetes.io/aws-load-balancer-ssl-ports"] = "443"
         annotations["service.beta.kubernetes.io/aws-load-balancer-type"] = "nlb"
         port = 443
+    if cfg.service_type != "ClusterIP":
+        pulumi.log.warn(
+            f"gateway.serviceType {cfg.service_type} publishes every gateway path, /metrics, "
+            "/docs and /admin included; gateway.ingress publishes only its publicPaths"
+        )
     return k8s.core.v1.Service(
         NAME,
         metadata=kube.metadata(NAME, ctx.namespace, labels, annotations or None),
@@ -178,22 +190,11 @@ def _ingress(
     annotations = dict(ingress.annotations)
     if ingress.class_name == "nginx":
         annotations = {**NGINX_STREAMING, **annotations}
-    spec: dict[str, Any] = {
-        "rules": [
-            {
-                "host": ingress.host,
-                "http": {
-                    "paths": [
-                        {
-                            "path": "/",
-                            "path_type": "Prefix",
-                            "backend": {"service": {"name": NAME, "port": {"name": "http"}}},
-                        }
-                    ]
-                },
-            }
-        ],
-    }
+    backend = {"service": {"name": NAME, "port": {"name": "http"}}}
+    paths = [
+        {"path": path, "path_type": "Prefix", "backend": backend} for path in ingress.public_paths
+    ]
+    spec: dict[str, Any] = {"rules": [{"host": ingress.host, "http": {"paths": paths}}]}
     if ingress.class_name:
         spec["ingress_class_name"] = ingress.class_name
     if ingress.tls_secret_name:

@@ -54,8 +54,13 @@ def _secret(ctx: AppContext, name: str, data: dict[str, pulumi.Input[str]]) -> k
 
 
 def create_secrets(
-    ctx: AppContext, secrets: Secrets, gateway_redis_url: pulumi.Input[str]
+    ctx: AppContext,
+    secrets: Secrets,
+    gateway_redis_url: pulumi.Input[str],
+    evals_api_key: str,
 ) -> SecretRefs:
+    """`evals_api_key` is the evals job's own key (blueprint_infra.evals_key), never the
+    master key."""
     gateway_data: dict[str, pulumi.Input[str]] = {
         "GATEWAY_MASTER_KEY": secrets.master_key,
         "GATEWAY_REDIS_URL": gateway_redis_url,
@@ -66,9 +71,7 @@ def create_secrets(
         assert secrets.redis_password is not None  # checked by load_stack_config
         redis = _secret(ctx, REDIS_SECRET, {"password": secrets.redis_password})
     model = _secret(ctx, MODEL_SECRET, {"HF_TOKEN": secrets.hf_token}) if secrets.hf_token else None
-    evals = _secret(
-        ctx, EVALS_SECRET, {"EVALS_API_KEY": secrets.evals_api_key or secrets.master_key}
-    )
+    evals = _secret(ctx, EVALS_SECRET, {"EVALS_API_KEY": evals_api_key})
     return SecretRefs(
         gateway=_secret(ctx, GATEWAY_SECRET, gateway_data),
         redis=redis,

@@ -213,10 +213,132 @@ def test_network_policies_let_only_the_gateway_reach_models_and_redis(stack: Cap
     assert policies["allow-llm"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "llm"}
     assert sources("allow-llm") == ["gateway", "otel-collector"]
     assert sources("allow-embedder") == ["gateway", "otel-collector"]
-    assert sources("allow-redis") == ["gateway"]
+    # The gateway, and the Job that registers the evals key (below).
+    assert sources("allow-redis") == ["gateway", "evals-key"]
     assert policies["allow-redis"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 6379}]
     # The gateway is the entry point: clients and the evals job reach it on 8080.
     assert "from" not in policies["allow-gateway"]["ingress"][0]
+
+
+def egress(stack: Captured) -> dict[str, dict]:
+    return {
+        r.name: r.manifest["spec"]
+        for r in stack.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+        if "Egress" in r.manifest["spec"]["policyTypes"]
+    }
+
+
+def allowed(rules: list[dict]) -> set[tuple[str, int]]:
+    """(peer, port) pairs of egress rules: a component name, an ipBlock CIDR or a namespace."""
+    pairs = set()
+    for rule in rules:
+        for peer in rule["to"]:
+            if "podSelector" in peer:
+                name = peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+            elif "ipBlock" in peer:
+                name = peer["ipBlock"]["cidr"]
+            else:
+                name = "namespace:" + str(peer["namespaceSelector"].get("matchLabels"))
+            pairs |= {(name, port["port"]) for port in rule["ports"]}
+    return pairs
+
+
+def test_egress_is_denied_by_default_and_opened_per_component(stack: Captured) -> None:
+    policies = egress(stack)
+    assert policies["default-deny-egress"] == {"podSelector": {}, "policyTypes": ["Egress"]}
+    dns = policies["allow-dns-egress"]
+    assert dns["podSelector"] == {}
+    assert dns["egress"][0]["to"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}
+    ]
+    assert {p["protocol"] for p in dns["egress"][0]["ports"]} == {"UDP", "TCP"}
+
+    def of(name: str) -> set[tuple[str, int]]:
+        return allowed(policies[f"allow-{name}-egress"]["egress"])
+
+    collector = {("otel-collector", 4317), ("otel-collector", 4318)}
+    # No upstream keys in this stack: the gateway reaches nothing outside the namespace.
+    assert of("gateway") == {("llm", 8000), ("embedder", 8001), ("redis", 6379)} | collector
+    assert of("evals") == {("gateway", 8080)} | collector
+    assert of("evals-key") == {("redis", 6379)}
+    # Weights come from the hub over HTTPS; "internet" excludes the cloud metadata address.
+    assert of("llm") == of("embedder") == {("0.0.0.0/0", 443)} | collector
+    internet = next(
+        peer
+        for rule in policies["allow-llm-egress"]["egress"]
+        for peer in rule["to"]
+        if "ipBlock" in peer
+    )
+    assert "169.254.0.0/16" in internet["ipBlock"]["except"]
+    assert "10.0.0.0/8" in internet["ipBlock"]["except"]
+    assert ("gateway", 8080) in of("otel-collector")  # it scrapes /metrics
+    assert "allow-redis-egress" not in policies  # Redis talks to no one
+
+
+def test_evals_job_gets_its_own_key_never_the_master_key(stack: Captured) -> None:
+    from blueprint_infra.evals_key import derive_evals_key, key_hash
+
+    evals_secret = stack.one("kubernetes:core/v1:Secret", "evals-secrets").manifest
+    key = evals_secret["stringData"]["EVALS_API_KEY"]
+    assert key == derive_evals_key(CONFIG["masterKey"]) != CONFIG["masterKey"]
+    assert key.startswith("sk-gw-") and len(key) > 40
+    assert derive_evals_key("another-master-key-0123456789") != key  # rotates with it
+    register = stack.one("kubernetes:batch/v1:Job", "evals-key").manifest
+    (container,) = register["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item for item in container["env"]}
+    assert env["EVALS_KEY_SHA256"]["value"] == key_hash(key)
+    assert json.loads(env["EVALS_KEY_MODELS"]["value"]) == [
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "sentence-transformers/all-MiniLM-L6-v2",
+    ]
+    assert env["GATEWAY_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "gateway-secrets"
+    for name in ("evals-key", "evals-smoke"):
+        text = json.dumps(stack.one("kubernetes:batch/v1:Job", name).manifest)
+        assert key not in text and CONFIG["masterKey"] not in text, name
+        assert "GATEWAY_MASTER_KEY" not in text, name
+
+
+def run_key_registration(stack: Captured, redis_url: str) -> None:
+    """The evals-key Job's container command, as the pod runs it, against `redis_url`."""
+    import subprocess
+    import sys
+
+    register = stack.one("kubernetes:batch/v1:Job", "evals-key").manifest
+    (container,) = register["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    env["GATEWAY_REDIS_URL"] = redis_url
+    assert container["command"][:2] == ["python", "-c"]
+    argv = [sys.executable, *container["command"][1:]]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+async def test_the_registered_evals_key_is_accepted_by_the_gateway_with_its_scope(
+    stack: Captured, redis_server: Any
+) -> None:
+    """The Job's own script, run against a real Redis; the gateway's KeyStore then accepts
+    the evals key, scoped to the stack's models, and not as the master key."""
+    from gateway.keys import KeyStore
+    from gateway.redis_store import RedisStore
+    from gateway.settings import Settings
+
+    for _ in range(2):  # idempotent: a re-run (a replaced Job) changes nothing
+        run_key_registration(stack, redis_server.url)
+    key = stack.one("kubernetes:core/v1:Secret", "evals-secrets").manifest["stringData"][
+        "EVALS_API_KEY"
+    ]
+    store = RedisStore(Settings(_env_file=None, redis_url=redis_server.url))  # type: ignore[call-arg]
+    try:
+        keys = KeyStore(store, CONFIG["masterKey"], 0)
+        record = await keys.verify(key)
+        assert record is not None and not record.is_master
+        assert record.name == "evals"
+        assert record.allows_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+        assert not record.allows_model("some-other-model")
+        assert await keys.verify(key + "x") is None
+        assert [r.name for r in await keys.list_records()].count("evals") == 1
+    finally:
+        await store.close()
 
 
 def test_evals_job_runs_the_smoke_suite_against_the_gateway(stack: Captured) -> None:

@@ -146,6 +146,11 @@ def test_ingress_terminates_tls_and_does_not_buffer_streams(stack: Captured) -> 
     assert ingress["spec"]["ingressClassName"] == "nginx"
     annotations = ingress["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    # Only the API is published: /metrics, /docs, /openapi.json, /admin and /ui match no
+    # rule (Prefix matching is per path element, so /v1 never matches /v1x or /admin).
+    (rule,) = ingress["spec"]["rules"]
+    assert [(p["path"], p["pathType"]) for p in rule["http"]["paths"]] == [("/v1", "Prefix")]
+    assert "defaultBackend" not in ingress["spec"]
     assert stack.outputs["gatewayUrl"] == "https://llm.example.com/v1"
 
 
@@ -160,6 +165,19 @@ def test_external_redis_and_no_in_cluster_redis(stack: Captured) -> None:
     assert data["OPENAI_API_KEY"] == "sk-openai-0123456789"
     model_secret = stack.one("kubernetes:core/v1:Secret", "model-secrets").manifest
     assert model_secret["stringData"] == {"HF_TOKEN": "hf_token_0123456789"}
+
+
+def test_egress_reaches_the_external_redis_and_upstreams(stack: Captured) -> None:
+    policies = {
+        r.name: r.manifest["spec"]
+        for r in stack.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+    }
+    rules = policies["allow-gateway-egress"]["egress"]
+    redis_rule = next(r for r in rules if r["ports"] == [{"protocol": "TCP", "port": 6380}])
+    assert redis_rule["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]  # from the redisUrl port
+    https = [r for r in rules if r["ports"] == [{"protocol": "TCP", "port": 443}]]
+    assert len(https) == 2  # the upstream provider, and the direct OTLP endpoint
+    assert policies["allow-evals-key-egress"]["egress"] == [redis_rule]
 
 
 def test_upstream_keys_reach_the_gateway_from_the_secret(stack: Captured) -> None:

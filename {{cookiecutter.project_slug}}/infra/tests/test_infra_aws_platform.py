@@ -157,6 +157,20 @@ def test_app_uses_elasticache_over_tls_and_runs_no_redis(stack: Captured) -> Non
     )
 
 
+def test_only_the_gateway_and_the_key_job_reach_elasticache_in_the_vpc(stack: Captured) -> None:
+    policies = {
+        r.name: r.manifest["spec"]
+        for r in stack.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+    }
+    vpc = {
+        "to": [{"ipBlock": {"cidr": "10.0.0.0/16"}}],
+        "ports": [{"protocol": "TCP", "port": 6379}],
+    }
+    assert vpc in policies["allow-gateway-egress"]["egress"]
+    assert policies["allow-evals-key-egress"]["egress"] == [vpc]
+    assert "default-deny-egress" in policies
+
+
 def test_images_are_built_for_each_needed_service_and_pushed_to_ecr(stack: Captured) -> None:
     repositories = {r.inputs["name"] for r in stack.of_type("aws:ecr/repository:Repository")}
     assert repositories == {

@@ -76,6 +76,15 @@ def test_gpu_defaults_to_vllm_and_a_ten_minute_startup() -> None:
         ),
         (with_changes(masterKey="short"), "genai-app:masterKey"),
         (with_changes(redisPassword="has/slash-0123456789"), "redisPassword"),
+        (
+            with_changes(gateway={"ingress": {"host": "h", "publicPaths": ["/"]}}),
+            "genai-app:gateway.ingress",
+        ),
+        (
+            with_changes(gateway={"ingress": {"host": "h", "publicPaths": ["/v1", "/admin"]}}),
+            "would publish /admin",
+        ),
+        (with_changes(evals={"keyRpm": 0}), "genai-app:evals.keyRpm"),
     ],
 )
 def test_bad_config_names_the_key(values: dict[str, Any], expected: str) -> None:

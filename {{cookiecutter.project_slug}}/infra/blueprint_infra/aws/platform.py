@@ -58,6 +58,8 @@ class AwsPlatform(pulumi.ComponentResource):
         self.redis = ExternalRedis(
             url=redis_url(secrets.redis_password, cache.host, tls=True),
             endpoint=self.redis_endpoint,
+            cidrs=(config.aws.vpc_cidr,),  # ElastiCache lives in the cluster's VPC
+            port=CACHE_PORT,
         )
         self.images = build_images(name, config, child)
         self.gpu_node_selector = cluster.gpu_node_selector
