@@ -37,8 +37,14 @@ class SampleRecord(BaseModel):
     cached: bool = False
     retries: int = 0
     usage: dict[str, int] = Field(default_factory=dict)
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
     scores: dict[str, float | None] = Field(default_factory=dict)
     details: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def metric_value(self, metric: str) -> float | None:
+        """The value this sample adds to a metric: 0 for a failed request (a gate must
+        not pass on answers it never saw), None when the scorer could not judge it."""
+        return 0.0 if self.error else self.scores.get(metric)
 
 
 class SuiteResult(BaseModel):
@@ -52,6 +58,8 @@ class SuiteResult(BaseModel):
     error_rate: float = 0.0
     duration_s: float = 0.0
     usage: dict[str, int] = Field(default_factory=dict)
+    #: how structured output was asked for (response_format sent or refused), if at all
+    structured_output: str | None = None
     thresholds: dict[str, float] = Field(default_factory=dict)
     metrics: dict[str, MetricResult] = Field(default_factory=dict)
     classification: ClassificationReport | None = None

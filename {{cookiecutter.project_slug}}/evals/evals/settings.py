@@ -49,6 +49,10 @@ class EvalsSettings(BaseSettings):
     baseline: Path | None = Field(
         default=None, description="Baseline report.json for regression checks (--baseline)."
     )
+    structured_output: Literal["auto", "required", "off"] | None = Field(
+        default=None,
+        description="Overrides every suite's structured_output.mode (auto, required, off).",
+    )
     slo_profile: Literal["gpu", "cpu"] = "cpu"
     direct_base_url: str | None = Field(
         default=None, description="The model service's own URL, to detect buffering by the gateway."

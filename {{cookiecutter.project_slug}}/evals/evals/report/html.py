@@ -67,7 +67,10 @@ def render_html(report: Report) -> str:
                 f"{suite.name} confusion matrix",
                 plots.confusion(suite.classification, f"{suite.name}: confusion matrix"),
             )
-        sections.append(Section(f"Suite {suite.name}", suite.description, tables, images))
+        about = suite.description
+        if suite.structured_output:
+            about = f"{about} Structured output: {suite.structured_output}.".strip()
+        sections.append(Section(f"Suite {suite.name}", about, tables, images))
     if report.perf is not None:
         perf = report.perf
         note = None

@@ -53,6 +53,8 @@ def render_markdown(report: Report) -> str:
             parts.append(f"- suite **{suite.name}** {suite.status}: {suite.reason}\n")
             continue
         parts.append(table_md(suite_table(suite)))
+        if suite.structured_output:
+            parts.append(f"Structured output: {suite.structured_output}.\n")
         for extra in (category_table(suite), classification_table(suite), judge_table(suite)):
             if extra is not None:
                 parts.append(table_md(extra))
