@@ -46,6 +46,12 @@ class EvalsSettings(BaseSettings):
     bootstrap_resamples: int = Field(default=1000, ge=100)
     judge_min_kappa: float = Field(default=0.6, ge=-1, le=1)
     regression_tolerance: float = Field(default=0.02, ge=0)
+    noninferiority_margin: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="How much worse than its base a candidate may be (--margin).",
+    )
     baseline: Path | None = Field(
         default=None, description="Baseline report.json for regression checks (--baseline)."
     )
