@@ -1,10 +1,15 @@
 """Speed and quality of the transformers backend's CPU options (dtype, int8).
 
-A dozen short factual questions, greedy, exact match (the expected word appears in the
-answer), next to the decode speed of the same engine at concurrency 8. Writes
-bench/results/model_quality.{json,md}.
+The quality set: 46 short factual questions (capitals, arithmetic, colours, opposites,
+everyday facts) asked greedy with an instruction to answer in one word or number,
+scored by exact match after normalisation (see `normalise`), reported as the share
+right and its standard error. The decode speed of the same engine at concurrency 8 is
+measured beside it. Writes bench/results/model_quality.{json,md}.
 
     python bench/model_quality.py [--variants float32 bfloat16 float32+int8]
+
+Other benchmarks reuse the set: `messages(question)` builds the request and
+`score(answers)` scores the answers, in `QUESTIONS` order.
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
+import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,36 +33,130 @@ from model_service.generation import GenerationEngine  # noqa: E402
 from model_service.metrics import ServiceMetrics  # noqa: E402
 from model_service.sampling import SamplingParams  # noqa: E402
 
-QUESTIONS = [
-    ("What is the capital of France?", "paris"),
-    ("What is the capital of Italy?", "rome"),
-    ("What is the capital of Japan?", "tokyo"),
-    ("What is the capital of Germany?", "berlin"),
-    ("What is the capital of Spain?", "madrid"),
-    ("What color is the sky on a clear day?", "blue"),
-    ("How many days are in a week?", "seven"),
-    ("What is the largest planet in the solar system?", "jupiter"),
-    ("What do bees make?", "honey"),
-    ("What is the opposite of hot?", "cold"),
-    ("Which animal is known as the king of the jungle?", "lion"),
-    ("What is frozen water called?", "ice"),
+INSTRUCTION = "Answer with a single word or number only."
+MAX_TOKENS = 16
+
+#: (category, question, accepted answers); the first answer is the reference
+QUESTIONS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("capital", "What is the capital of France?", ("Paris",)),
+    ("capital", "What is the capital of Italy?", ("Rome",)),
+    ("capital", "What is the capital of Japan?", ("Tokyo",)),
+    ("capital", "What is the capital of Germany?", ("Berlin",)),
+    ("capital", "What is the capital of Spain?", ("Madrid",)),
+    ("capital", "What is the capital of the United Kingdom?", ("London",)),
+    ("capital", "What is the capital of Russia?", ("Moscow",)),
+    ("capital", "What is the capital of China?", ("Beijing", "Peking")),
+    ("capital", "What is the capital of Egypt?", ("Cairo",)),
+    ("capital", "What is the capital of Canada?", ("Ottawa",)),
+    ("capital", "What is the capital of Greece?", ("Athens",)),
+    ("capital", "What is the capital of Portugal?", ("Lisbon",)),
+    ("capital", "What is the capital of Ireland?", ("Dublin",)),
+    ("capital", "What is the capital of Norway?", ("Oslo",)),
+    ("arithmetic", "What is 2 plus 2?", ("4",)),
+    ("arithmetic", "What is 3 plus 5?", ("8",)),
+    ("arithmetic", "What is 10 minus 3?", ("7",)),
+    ("arithmetic", "What is 4 times 2?", ("8",)),
+    ("arithmetic", "What is 6 plus 3?", ("9",)),
+    ("arithmetic", "What is 12 minus 2?", ("10",)),
+    ("arithmetic", "What is 5 plus 6?", ("11",)),
+    ("arithmetic", "What is 3 times 3?", ("9",)),
+    ("arithmetic", "What is 1 plus 1?", ("2",)),
+    ("arithmetic", "What is 100 minus 1?", ("99", "ninety nine")),
+    ("colour", "What color is the sky on a clear day?", ("blue",)),
+    ("colour", "What color is grass?", ("green",)),
+    ("colour", "What color is snow?", ("white",)),
+    ("colour", "What color is a ripe banana?", ("yellow",)),
+    ("colour", "What color is a ripe tomato?", ("red",)),
+    ("colour", "What color is coal?", ("black",)),
+    ("opposite", "What is the opposite of hot?", ("cold",)),
+    ("opposite", "What is the opposite of up?", ("down",)),
+    ("opposite", "What is the opposite of big?", ("small", "little")),
+    ("opposite", "What is the opposite of day?", ("night",)),
+    ("opposite", "What is the opposite of fast?", ("slow",)),
+    ("opposite", "What is the opposite of open?", ("closed", "close", "shut")),
+    ("opposite", "What is the opposite of yes?", ("no",)),
+    ("opposite", "What is the opposite of left?", ("right",)),
+    ("fact", "How many days are in a week?", ("7",)),
+    ("fact", "How many months are in a year?", ("12",)),
+    ("fact", "How many legs does a spider have?", ("8",)),
+    ("fact", "What is the largest planet in the solar system?", ("Jupiter",)),
+    ("fact", "Which planet is known as the Red Planet?", ("Mars",)),
+    ("fact", "What do bees make?", ("honey",)),
+    ("fact", "Which animal is known as the king of the jungle?", ("lion", "lions")),
+    ("fact", "What is frozen water called?", ("ice",)),
 ]
-ALIASES = {"seven": ("seven", "7")}
+
+_NUMBERS = {
+    word: str(i)
+    for i, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve".split()  # noqa: SIM905
+    )
+}
+_ARTICLES = {"a", "an", "the"}
 
 
-def correct(answer: str, expected: str) -> bool:
-    text = answer.lower()
-    return any(word in text for word in ALIASES.get(expected, (expected,)))
+def normalise(text: str) -> str:
+    """The first line, lower case, punctuation dropped (hyphens become spaces), articles
+    dropped, number words zero to twelve written as digits, whitespace collapsed — so
+    "The answer: Seven." and "7" are equal, "Paris is the capital" and "Paris" are not."""
+    lines = text.strip().splitlines()
+    first = lines[0].lower() if lines else ""
+    first = re.sub(r"[^\w\s-]", "", first).replace("-", " ")
+    words = [_NUMBERS.get(w, w) for w in first.split() if w not in _ARTICLES]
+    return " ".join(words)
+
+
+def correct(answer: str, accepted: Sequence[str]) -> bool:
+    """Exact match after `normalise` against any accepted answer."""
+    return normalise(answer) in {normalise(a) for a in accepted}
+
+
+#: worked examples as earlier turns (none of them in the set): a 135M model ignores the
+#: instruction alone and answers in a sentence, which exact match cannot score
+EXAMPLES = [
+    ("What is the capital of Peru?", "Lima"),
+    ("What is 7 plus 1?", "8"),
+    ("What is the opposite of wet?", "dry"),
+]
+
+
+def messages(question: str) -> list[dict[str, str]]:
+    turns = [{"role": "system", "content": INSTRUCTION}]
+    for example, answer in EXAMPLES:
+        turns += [{"role": "user", "content": example}, {"role": "assistant", "content": answer}]
+    return [*turns, {"role": "user", "content": question}]
+
+
+def score(answers: Sequence[str]) -> dict[str, Any]:
+    """Share right, its standard error (ddof = 1, as the evals report it) and counts."""
+    if len(answers) != len(QUESTIONS):
+        raise ValueError(f"expected {len(QUESTIONS)} answers, got {len(answers)}")
+    hits = [correct(a, q[2]) for a, q in zip(answers, QUESTIONS, strict=True)]
+    n, right = len(hits), sum(hits)
+    mean = right / n
+    variance = sum((h - mean) ** 2 for h in hits) / (n - 1)
+    by_category: dict[str, list[int]] = {}
+    for hit, (category, _, _) in zip(hits, QUESTIONS, strict=True):
+        by_category.setdefault(category, []).append(int(hit))
+    return {
+        "exact_match": mean,
+        "stderr": math.sqrt(variance / n),
+        "correct": right,
+        "questions": n,
+        "by_category": {c: f"{sum(v)}/{len(v)}" for c, v in by_category.items()},
+    }
 
 
 async def evaluate(engine: GenerationEngine) -> dict[str, Any]:
-    async def ask(question: str) -> str:
-        ids = engine.encode_chat([{"role": "user", "content": question}])
-        parts = [d.text async for d in engine.generate(ids, SamplingParams(32, temperature=0))]
-        return "".join(parts)
+    in_flight = asyncio.Semaphore(8)  # the engine below queues at most 16
 
-    answers = await asyncio.gather(*(ask(q) for q, _ in QUESTIONS))
-    hits = [correct(a, e) for a, (_, e) in zip(answers, QUESTIONS, strict=True)]
+    async def ask(question: str) -> str:
+        ids = engine.encode_chat(messages(question))
+        params = SamplingParams(MAX_TOKENS, temperature=0)
+        async with in_flight:
+            return "".join([d.text async for d in engine.generate(ids, params)])
+
+    answers = list(await asyncio.gather(*(ask(q) for _, q, _ in QUESTIONS)))
     speed_ids = engine.encode_chat([{"role": "user", "content": "Write a long story."}])
     started = time.perf_counter()
 
@@ -65,12 +167,28 @@ async def evaluate(engine: GenerationEngine) -> dict[str, Any]:
 
     tokens = sum(await asyncio.gather(*(decode() for _ in range(8))))
     return {
-        "exact_match": sum(hits) / len(hits),
-        "correct": sum(hits),
-        "questions": len(hits),
+        **score(answers),
         "tok_per_s_c8": round(tokens / (time.perf_counter() - started), 2),
         "answers": answers,
     }
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "# Transformers backend: CPU options, speed and quality",
+        "",
+        f"SmolLM2-135M-Instruct, {len(QUESTIONS)} questions, greedy, one-word answers, "
+        "exact match after normalisation; speed: 8 concurrent requests x 64 tokens.",
+        "",
+        "| variant | exact match | ± stderr | right | tok/s (c=8) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['variant']} | {r['exact_match']:.3f} | {r['stderr']:.3f} | "
+        f"{r['correct']}/{r['questions']} | {r['tok_per_s_c8']:.1f} |"
+        for r in rows
+    ]
+    return "\n".join(lines) + "\n"
 
 
 async def main() -> int:
@@ -94,24 +212,13 @@ async def main() -> int:
             engine.close()
         rows.append({"variant": variant, **result})
         print(
-            f"{variant}: {result['correct']}/{result['questions']}, {result['tok_per_s_c8']} tok/s"
+            f"{variant}: {result['correct']}/{result['questions']} "
+            f"({result['exact_match']:.3f} ± {result['stderr']:.3f}), "
+            f"{result['tok_per_s_c8']} tok/s"
         )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "model_quality.json").write_text(json.dumps(rows, indent=2) + "\n")
-    lines = [
-        "# Transformers backend: CPU options, speed and quality",
-        "",
-        f"SmolLM2-135M-Instruct, {len(QUESTIONS)} questions, greedy, exact match; "
-        "speed: 8 concurrent requests x 64 tokens.",
-        "",
-        "| variant | exact match | tok/s (c=8) |",
-        "|---|---:|---:|",
-    ]
-    lines += [
-        f"| {r['variant']} | {r['correct']}/{r['questions']} | {r['tok_per_s_c8']:.1f} |"
-        for r in rows
-    ]
-    (args.out / "model_quality.md").write_text("\n".join(lines) + "\n")
+    (args.out / "model_quality.md").write_text(markdown(rows))
     return 0
 
 
