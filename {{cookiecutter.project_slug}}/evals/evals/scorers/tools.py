@@ -101,9 +101,10 @@ class ToolArgumentsValid(Scorer):
         if arguments is None:
             return ScoreResult(0.0, {"error": "arguments are not a JSON object"})
         try:
-            errors = list(Draft202012Validator(schema).iter_errors(arguments))
+            Draft202012Validator.check_schema(schema)
         except SchemaError as exc:
             raise ScorerConfigError(f"tool {called!r}: invalid schema: {exc.message}") from exc
+        errors = list(Draft202012Validator(schema).iter_errors(arguments))
         if errors:
             return ScoreResult(0.0, {"error": errors[0].message})
         return ScoreResult(1.0)
