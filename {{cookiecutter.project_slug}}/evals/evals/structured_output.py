@@ -88,7 +88,7 @@ class StructuredOutput:
         total = self.constrained + self.unconstrained
         if self.mode == "off":
             return f"{kind} off: asked by the prompt only"
-        text = f"{kind} sent on {self.constrained}/{total} samples (mode {self.mode})"
+        text = f"{kind} on {self.constrained}/{total} answered requests (mode {self.mode})"
         if self.refused is not None:
             text += f"; the endpoint refused it ({self.refused}), the rest asked by the prompt"
         return text

@@ -139,9 +139,9 @@ def test_extraction_uses_json_schema_where_the_backend_takes_it(target, tmp_path
     assert suite["n_errors"] == 0, done.stdout + done.stderr
     assert suite["metrics"]["schema_valid"]["summary"]["n"] == 8
     if supported:
-        assert suite["structured_output"].startswith("json_schema sent on 8/8")
+        assert suite["structured_output"].startswith("json_schema on 8/8 answered")
     else:
-        assert "sent on 0/8" in suite["structured_output"]
+        assert "on 0/8 answered" in suite["structured_output"]
         assert "the endpoint refused it (400" in suite["structured_output"]
 
 

@@ -149,14 +149,14 @@ def test_extraction_sends_json_schema_when_the_endpoint_takes_it(
     report = run(workspace, monkeypatch, upstream.v1, "--suite", "extraction")
     assert report["exit"] == 0, report["output"]
     assert means(report) == {"schema_valid": 0.75, "field_accuracy": pytest.approx(1 - 2 / 24)}
-    assert report["suites"][0]["structured_output"].startswith("json_schema sent on 8/8")
+    assert report["suites"][0]["structured_output"].startswith("json_schema on 8/8 answered")
     bodies = [b["body"] for b in upstream.stats()["bodies"]]
     assert len(bodies) == 8
     response_format = bodies[0]["response_format"]
     assert response_format["type"] == "json_schema"
     assert response_format["json_schema"]["strict"] is True
     assert response_format["json_schema"]["schema"]["required"] == ["name", "age", "city"]
-    assert "json_schema sent on 8/8" in (workspace / "reports/r/report.md").read_text()
+    assert "json_schema on 8/8 answered" in (workspace / "reports/r/report.md").read_text()
 
 
 def test_extraction_falls_back_to_the_prompt_when_the_endpoint_refuses_json_schema(
@@ -167,7 +167,7 @@ def test_extraction_falls_back_to_the_prompt_when_the_endpoint_refuses_json_sche
     assert report["exit"] == 0, report["output"]
     assert means(report) == {"schema_valid": 1.0, "field_accuracy": 1.0}
     note = report["suites"][0]["structured_output"]
-    assert "sent on 0/8" in note and "refused it (400: Unsupported" in note
+    assert "on 0/8 answered" in note and "refused it (400: Unsupported" in note
     bodies = [b["body"] for b in upstream.stats()["bodies"]]
     # one refused probe, then eight answered requests without response_format
     assert len(bodies) == 9
