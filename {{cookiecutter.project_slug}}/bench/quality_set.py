@@ -87,9 +87,10 @@ def normalise(text: str) -> str:
     return " ".join(words)
 
 
-def correct(answer: str, accepted: Sequence[str]) -> bool:
-    """Exact match after `normalise` against any accepted answer."""
-    return normalise(answer) in {normalise(a) for a in accepted}
+def correct(answer: str, accepted: str | Sequence[str]) -> bool:
+    """Exact match after `normalise` against any accepted answer (one, or several)."""
+    options = (accepted,) if isinstance(accepted, str) else accepted
+    return normalise(answer) in {normalise(a) for a in options}
 
 
 #: worked examples as earlier turns (none of them in the set): a 135M model ignores the

@@ -26,6 +26,8 @@ def test_the_set_has_at_least_40_distinct_questions_none_of_them_an_example():
     ("answer", "accepted", "right"),
     [
         ("Paris", ("Paris",), True),
+        ("Paris", "Paris", True),  # one accepted answer as a plain string
+        ("P", "Paris", False),
         ("  paris.\n\nIt is in France.", ("Paris",), True),  # first line only
         ("The answer: Seven!", ("7",), False),  # "answer" is an extra word
         ("Seven.", ("7",), True),
