@@ -1,7 +1,8 @@
 """Speed and quality of the transformers backend's CPU options (dtype, int8).
 
-A dozen short factual questions, greedy, exact match (the expected word appears in the
-answer), next to the decode speed of the same engine at concurrency 8. Writes
+The quality set (bench/quality_set.py: 46 short factual questions, one-word answers,
+exact match after normalisation, score with its standard error) asked of the engine in
+process, next to the decode speed of the same engine at concurrency 8. Writes
 bench/results/model_quality.{json,md}.
 
     python bench/model_quality.py [--variants float32 bfloat16 float32+int8]
@@ -19,42 +20,29 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "services" / "model"))
+for extra in (ROOT / "services" / "model", ROOT / "bench"):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
+
+from quality_set import MAX_TOKENS, QUESTIONS, correct, messages, normalise, score  # noqa: E402
 
 from model_service.generation import GenerationEngine  # noqa: E402
 from model_service.metrics import ServiceMetrics  # noqa: E402
 from model_service.sampling import SamplingParams  # noqa: E402
 
-QUESTIONS = [
-    ("What is the capital of France?", "paris"),
-    ("What is the capital of Italy?", "rome"),
-    ("What is the capital of Japan?", "tokyo"),
-    ("What is the capital of Germany?", "berlin"),
-    ("What is the capital of Spain?", "madrid"),
-    ("What color is the sky on a clear day?", "blue"),
-    ("How many days are in a week?", "seven"),
-    ("What is the largest planet in the solar system?", "jupiter"),
-    ("What do bees make?", "honey"),
-    ("What is the opposite of hot?", "cold"),
-    ("Which animal is known as the king of the jungle?", "lion"),
-    ("What is frozen water called?", "ice"),
-]
-ALIASES = {"seven": ("seven", "7")}
-
-
-def correct(answer: str, expected: str) -> bool:
-    text = answer.lower()
-    return any(word in text for word in ALIASES.get(expected, (expected,)))
+__all__ = ["QUESTIONS", "correct", "evaluate", "messages", "normalise", "score"]
 
 
 async def evaluate(engine: GenerationEngine) -> dict[str, Any]:
-    async def ask(question: str) -> str:
-        ids = engine.encode_chat([{"role": "user", "content": question}])
-        parts = [d.text async for d in engine.generate(ids, SamplingParams(32, temperature=0))]
-        return "".join(parts)
+    in_flight = asyncio.Semaphore(8)  # the engine below queues at most 16
 
-    answers = await asyncio.gather(*(ask(q) for q, _ in QUESTIONS))
-    hits = [correct(a, e) for a, (_, e) in zip(answers, QUESTIONS, strict=True)]
+    async def ask(question: str) -> str:
+        ids = engine.encode_chat(messages(question))
+        params = SamplingParams(MAX_TOKENS, temperature=0)
+        async with in_flight:
+            return "".join([d.text async for d in engine.generate(ids, params)])
+
+    answers = list(await asyncio.gather(*(ask(q) for _, q, _ in QUESTIONS)))
     speed_ids = engine.encode_chat([{"role": "user", "content": "Write a long story."}])
     started = time.perf_counter()
 
@@ -65,12 +53,28 @@ async def evaluate(engine: GenerationEngine) -> dict[str, Any]:
 
     tokens = sum(await asyncio.gather(*(decode() for _ in range(8))))
     return {
-        "exact_match": sum(hits) / len(hits),
-        "correct": sum(hits),
-        "questions": len(hits),
+        **score(answers),
         "tok_per_s_c8": round(tokens / (time.perf_counter() - started), 2),
         "answers": answers,
     }
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "# Transformers backend: CPU options, speed and quality",
+        "",
+        f"SmolLM2-135M-Instruct, {len(QUESTIONS)} questions, greedy, one-word answers, "
+        "exact match after normalisation; speed: 8 concurrent requests x 64 tokens.",
+        "",
+        "| variant | exact match | ± stderr | right | tok/s (c=8) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['variant']} | {r['exact_match']:.3f} | {r['stderr']:.3f} | "
+        f"{r['correct']}/{r['questions']} | {r['tok_per_s_c8']:.1f} |"
+        for r in rows
+    ]
+    return "\n".join(lines) + "\n"
 
 
 async def main() -> int:
@@ -94,24 +98,13 @@ async def main() -> int:
             engine.close()
         rows.append({"variant": variant, **result})
         print(
-            f"{variant}: {result['correct']}/{result['questions']}, {result['tok_per_s_c8']} tok/s"
+            f"{variant}: {result['correct']}/{result['questions']} "
+            f"({result['exact_match']:.3f} ± {result['stderr']:.3f}), "
+            f"{result['tok_per_s_c8']} tok/s"
         )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "model_quality.json").write_text(json.dumps(rows, indent=2) + "\n")
-    lines = [
-        "# Transformers backend: CPU options, speed and quality",
-        "",
-        f"SmolLM2-135M-Instruct, {len(QUESTIONS)} questions, greedy, exact match; "
-        "speed: 8 concurrent requests x 64 tokens.",
-        "",
-        "| variant | exact match | tok/s (c=8) |",
-        "|---|---:|---:|",
-    ]
-    lines += [
-        f"| {r['variant']} | {r['correct']}/{r['questions']} | {r['tok_per_s_c8']:.1f} |"
-        for r in rows
-    ]
-    (args.out / "model_quality.md").write_text("\n".join(lines) + "\n")
+    (args.out / "model_quality.md").write_text(markdown(rows))
     return 0
 
 

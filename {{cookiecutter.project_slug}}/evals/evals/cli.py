@@ -14,17 +14,18 @@ from rich.console import Console
 
 from evals.cache import ResponseCache
 from evals.client import EndpointUnavailable, OpenAIClient
-from evals.compare import render_comparison
+from evals.compare import metric_differences, render_comparison
 from evals.gate import (
     EXIT_GATE_FAILED,
     EXIT_PASSED,
     EXIT_RUN_FAILED,
+    ComparisonGate,
     evaluate_gate,
     parse_threshold_overrides,
 )
 from evals.perf.suite import PerfOptions, run_perf
 from evals.report.writer import load_report, new_run_id, resolve_report, write_report
-from evals.results import Report, SuiteResult
+from evals.results import Comparison, Report, SuiteResult
 from evals.runner import progress_bar, run_suite
 from evals.scorers import ScorerConfigError
 from evals.settings import EvalsSettings
@@ -115,6 +116,47 @@ def _finish(report: Report, settings: EvalsSettings, started: float) -> None:
     console.print(f"{verdict[report.exit_code]} · report: {out}/report.html")
 
 
+def _load_baseline(path: Path | None) -> Report | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        console.print(f"[yellow]no baseline at {path}; regression not checked[/]")
+        return None
+    return Report.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+def _run_base(suites: list[Suite], settings: EvalsSettings, base: str, report: Report) -> None:
+    """Run the same suites on the base model (same judge) and record the paired
+    differences of the candidate against it."""
+    base_settings = settings.model_copy(
+        update={"model": base, "judge_model": settings.effective_judge_model}
+    )
+    base_report = _new_report(base_settings, "quality", report.run_id)
+    asyncio.run(_run_quality(suites, base_settings, base_report))
+    report.errors += [f"base {base}: {e}" for e in base_report.errors]
+    report.errors += [f"base {base}: {e}" for e in _run_failures(base_report.suites, settings)]
+    report.comparison = Comparison(
+        base_model=base,
+        base_suites=base_report.suites,
+        differences=metric_differences(
+            base_report.suites,
+            report.suites,
+            seed=settings.seed,
+            resamples=settings.bootstrap_resamples,
+        ),
+    )
+
+
+def _comparison_gate(
+    compare_to: str | None, non_inferior: bool, margin: float, better_on: list[str]
+) -> ComparisonGate | None:
+    if not (non_inferior or better_on):
+        return None
+    if compare_to is None:
+        raise ValueError("--non-inferior and --better-on need --compare-to BASE")
+    return ComparisonGate(margin=margin, non_inferior=non_inferior, better_on=better_on)
+
+
 @app.command()
 def run(
     suite: Annotated[
@@ -130,13 +172,34 @@ def run(
     run_id: Annotated[str | None, typer.Option(help="Report folder name.")] = None,
     cache: Annotated[bool, typer.Option(help="Reuse cached responses.")] = True,
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model under test (EVALS_MODEL).")] = None,
+    compare_to: Annotated[
+        str | None, typer.Option(help="Base model: run it too and report the differences.")
+    ] = None,
+    non_inferior: Annotated[
+        bool, typer.Option(help="Gate: the model must be no worse than --compare-to.")
+    ] = False,
+    margin: Annotated[
+        float | None,
+        typer.Option(help="Non-inferiority margin (EVALS_NONINFERIORITY_MARGIN, 0.05)."),
+    ] = None,
+    better_on: Annotated[
+        list[str] | None,
+        typer.Option(help="Gate: better than the base on SUITE or SUITE.METRIC (repeatable)."),
+    ] = None,
 ) -> None:
     """Run quality suites, gate them, and write reports/<run-id>/."""
     started = time.perf_counter()
-    settings = _settings(concurrency=concurrency, cache_enabled=cache)
+    settings = _settings(concurrency=concurrency, cache_enabled=cache, model=model)
     try:
         overrides = parse_threshold_overrides(threshold or [])
         suites = _select_suites(suite or [], settings)
+        comparison_gate = _comparison_gate(
+            compare_to,
+            non_inferior,
+            settings.noninferiority_margin if margin is None else margin,
+            better_on or [],
+        )
     except (SuiteError, ValueError) as exc:
         console.print(f"[red]error[/] {exc}")
         raise typer.Exit(EXIT_RUN_FAILED) from exc
@@ -144,16 +207,13 @@ def run(
     report = _new_report(settings, "quality", run_id or new_run_id(label))
     try:
         asyncio.run(_run_quality(suites, settings, report))
+        if compare_to is not None and not report.errors:
+            _run_base(suites, settings, compare_to, report)
     except ScorerConfigError as exc:
         report.errors.append(f"suite configuration: {exc}")
     report.errors += _run_failures(report.suites, settings)
-    baseline_report = None
     baseline = baseline or settings.baseline
-    if baseline is not None:
-        if baseline.is_file():
-            baseline_report = Report.model_validate_json(baseline.read_text(encoding="utf-8"))
-        else:
-            console.print(f"[yellow]no baseline at {baseline}; regression not checked[/]")
+    baseline_report = _load_baseline(baseline)
     if report.errors:
         report.exit_code = EXIT_RUN_FAILED
     else:
@@ -163,6 +223,8 @@ def run(
             baseline=baseline_report,
             baseline_name=str(baseline) if baseline_report else None,
             tolerance=settings.regression_tolerance,
+            differences=report.comparison.differences if report.comparison else None,
+            comparison_gate=comparison_gate,
         )
         report.exit_code = EXIT_PASSED if report.gate.passed else EXIT_GATE_FAILED
     _finish(report, settings, started)
@@ -243,7 +305,10 @@ def compare(
     settings = _settings()
     try:
         text = render_comparison(
-            load_report(a, settings.reports_dir), load_report(b, settings.reports_dir)
+            load_report(a, settings.reports_dir),
+            load_report(b, settings.reports_dir),
+            seed=settings.seed,
+            resamples=settings.bootstrap_resamples,
         )
     except FileNotFoundError as exc:
         console.print(f"[red]error[/] {exc}")

@@ -49,6 +49,10 @@ class Generation:
     cached: bool = False
     retries: int = 0
     latency_s: float = 0.0
+    #: OpenAI's `message.tool_calls`: `{"id", "type": "function", "function": {"name",
+    #: "arguments"}}`, `arguments` a JSON string
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: str | None = None
 
 
 def _error_message(response: httpx.Response) -> str:
@@ -200,10 +204,13 @@ def _generation_from(
     data: dict[str, Any], cached: bool, retries: int, latency: float
 ) -> Generation:
     """Read an OpenAI chat completion; RAG answers may add `sources` (or use `answer`)."""
-    text = ""
+    text, tool_calls, finish_reason = "", [], None
     choices = data.get("choices") or []
     if choices:
-        text = (choices[0].get("message") or {}).get("content") or ""
+        message = choices[0].get("message") or {}
+        text = message.get("content") or ""
+        tool_calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict)]
+        finish_reason = choices[0].get("finish_reason")
     elif isinstance(data.get("answer"), str):
         text = data["answer"]
     usage = {k: int(v) for k, v in (data.get("usage") or {}).items() if isinstance(v, int)}
@@ -215,4 +222,6 @@ def _generation_from(
         cached=cached,
         retries=retries,
         latency_s=latency,
+        tool_calls=tool_calls,
+        finish_reason=finish_reason,
     )

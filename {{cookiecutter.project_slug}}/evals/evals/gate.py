@@ -1,4 +1,5 @@
-"""The CI gate: per-suite thresholds and regression against a baseline report.
+"""The CI gate: per-suite thresholds, regression against a baseline report, and (with
+`run --compare-to BASE`) the candidate model against its base.
 
 Exit codes (also used by the CLI): 0 passed, 1 quality gate failed, 2 the run itself
 failed (endpoint down, too many request errors).
@@ -7,8 +8,9 @@ failed (endpoint down, too many request errors).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from evals.results import GateCheck, GateResult, Report, SuiteResult
+from evals.results import GateCheck, GateResult, MetricDifference, Report, SuiteResult
 
 EXIT_PASSED = 0
 EXIT_GATE_FAILED = 1
@@ -120,6 +122,72 @@ def regression_checks(
     return checks
 
 
+@dataclass
+class ComparisonGate:
+    """What the candidate must show against its base.
+
+    `non_inferior`: on every metric, the lower end of the paired 95% CI of (candidate -
+    base) is above -margin (a one-sided test at 2.5%). `better_on`: `suite` (each of its
+    metrics) or `suite.metric` where that lower end must be above 0.
+    """
+
+    margin: float
+    non_inferior: bool = True
+    better_on: list[str] = field(default_factory=list)
+
+
+def _difference_check(d: MetricDifference, kind: str, limit: float, passed_word: str) -> GateCheck:
+    low = d.difference.ci_low
+    passed = low > limit
+    message = (
+        f"candidate - base {d.difference.mean:+.3f}, 95% CI "
+        f"[{low:+.3f}, {d.difference.ci_high:+.3f}] over {d.difference.n} pairs: "
+        f"{passed_word if passed else 'not shown'} (CI low {'>' if passed else '<='} "
+        f"{limit:+.3f})"
+    )
+    return GateCheck(
+        suite=d.suite,
+        metric=d.metric,
+        kind=kind,  # type: ignore[arg-type]
+        passed=passed,
+        enforced=d.gating,
+        value=d.difference.mean,
+        limit=limit,
+        message=message if d.gating else f"{message} (not enforced: judge not calibrated)",
+    )
+
+
+def _wanted(target: str, d: MetricDifference) -> bool:
+    suite, _, metric = target.partition(".")
+    return d.suite == suite and metric in ("", d.metric)
+
+
+def comparison_checks(differences: list[MetricDifference], gate: ComparisonGate) -> list[GateCheck]:
+    checks = []
+    if gate.non_inferior:
+        checks += [
+            _difference_check(
+                d, "non_inferiority", -gate.margin, f"no worse (margin {gate.margin})"
+            )
+            for d in differences
+        ]
+    for target in gate.better_on:
+        matching = [d for d in differences if _wanted(target, d)]
+        checks += [_difference_check(d, "superiority", 0.0, "better") for d in matching]
+        if not matching:
+            suite, _, metric = target.partition(".")
+            checks.append(
+                GateCheck(
+                    suite=suite,
+                    metric=metric or "*",
+                    kind="superiority",
+                    passed=False,
+                    message=f"--better-on {target}: no such metric in the compared suites",
+                )
+            )
+    return checks
+
+
 def evaluate_gate(
     suites: list[SuiteResult],
     *,
@@ -127,6 +195,8 @@ def evaluate_gate(
     baseline: Report | None = None,
     baseline_name: str | None = None,
     tolerance: float = 0.02,
+    differences: list[MetricDifference] | None = None,
+    comparison_gate: ComparisonGate | None = None,
 ) -> GateResult:
     checks: list[GateCheck] = []
     before = {s.name: s for s in baseline.suites if s.status == "ok"} if baseline else {}
@@ -136,5 +206,7 @@ def evaluate_gate(
         checks += threshold_checks(suite, overrides or {})
         if suite.name in before:
             checks += regression_checks(suite, before[suite.name], tolerance)
+    if comparison_gate is not None:
+        checks += comparison_checks(differences or [], comparison_gate)
     passed = all(c.passed for c in checks if c.enforced)
     return GateResult(passed=passed, checks=checks, baseline=baseline_name)

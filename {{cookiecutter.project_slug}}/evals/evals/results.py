@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from evals.perf.metrics import PerfReport
 from evals.stats import ClassificationReport, Summary
@@ -37,8 +37,14 @@ class SampleRecord(BaseModel):
     cached: bool = False
     retries: int = 0
     usage: dict[str, int] = Field(default_factory=dict)
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
     scores: dict[str, float | None] = Field(default_factory=dict)
     details: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def metric_value(self, metric: str) -> float | None:
+        """The value this sample adds to a metric: 0 for a failed request (a gate must
+        not pass on answers it never saw), None when the scorer could not judge it."""
+        return 0.0 if self.error else self.scores.get(metric)
 
 
 class SuiteResult(BaseModel):
@@ -52,6 +58,8 @@ class SuiteResult(BaseModel):
     error_rate: float = 0.0
     duration_s: float = 0.0
     usage: dict[str, int] = Field(default_factory=dict)
+    #: how structured output was asked for (response_format sent or refused), if at all
+    structured_output: str | None = None
     thresholds: dict[str, float] = Field(default_factory=dict)
     metrics: dict[str, MetricResult] = Field(default_factory=dict)
     classification: ClassificationReport | None = None
@@ -76,10 +84,42 @@ class SuiteResult(BaseModel):
         return None
 
 
+class MetricDifference(BaseModel):
+    """Candidate minus base on one metric, over the items both runs scored."""
+
+    suite: str
+    metric: str
+    base: float
+    candidate: float
+    #: mean, stderr and paired bootstrap CI of the per-item differences
+    difference: Summary
+    #: items scored in only one of the two runs (left out of the pairs)
+    unpaired: int = 0
+    gating: bool = True
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def verdict(self) -> str:
+        """better / worse: the paired CI excludes 0; within noise: it does not."""
+        if self.difference.ci_low > 0:
+            return "better"
+        if self.difference.ci_high < 0:
+            return "worse"
+        return "within noise"
+
+
+class Comparison(BaseModel):
+    """`run --compare-to BASE`: the base model's results beside the candidate's."""
+
+    base_model: str
+    base_suites: list[SuiteResult] = Field(default_factory=list)
+    differences: list[MetricDifference] = Field(default_factory=list)
+
+
 class GateCheck(BaseModel):
     suite: str
     metric: str
-    kind: Literal["threshold", "regression"]
+    kind: Literal["threshold", "regression", "non_inferiority", "superiority"]
     passed: bool
     enforced: bool = True
     value: float | None = None
@@ -106,6 +146,7 @@ class Report(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict)
     suites: list[SuiteResult] = Field(default_factory=list)
     perf: PerfReport | None = None
+    comparison: Comparison | None = None
     gate: GateResult | None = None
     errors: list[str] = Field(default_factory=list)
     exit_code: int = 0

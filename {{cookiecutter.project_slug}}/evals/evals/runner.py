@@ -17,27 +17,40 @@ from evals.scorers import Scorer, ScoringContext, build_scorer
 from evals.scorers.judge import LLMJudge
 from evals.settings import EvalsSettings
 from evals.stats import by_category, classification_report, summarise
+from evals.structured_output import StructuredOutput
 from evals.suites import Suite
 
 
-async def generate(client: OpenAIClient, suite: Suite, sample: Sample) -> Generation:
+async def generate(
+    client: OpenAIClient,
+    suite: Suite,
+    sample: Sample,
+    structured: StructuredOutput | None = None,
+) -> Generation:
     messages = suite.prompt.messages(sample)
     params: dict[str, Any] = suite.request.model_dump()
     if suite.endpoint == "rag":
         return await client.chat(messages, path="/rag/chat", **params)
+    if structured is not None:
+        return await structured.chat(client, messages, **params)
     return await client.chat(messages, **params)
 
 
 async def _run_sample(
-    suite: Suite, sample: Sample, scorers: list[Scorer], ctx: ScoringContext
+    suite: Suite,
+    sample: Sample,
+    scorers: list[Scorer],
+    ctx: ScoringContext,
+    structured: StructuredOutput | None,
 ) -> SampleRecord:
     record = SampleRecord(id=sample.id, category=sample.category)
     try:
-        generation = await generate(ctx.client, suite, sample)
+        generation = await generate(ctx.client, suite, sample, structured)
     except RequestFailed as exc:
         record.error = str(exc)
         return record
     record.output = generation.text
+    record.tool_calls = generation.tool_calls
     record.cached = generation.cached
     record.retries = generation.retries
     record.usage = generation.usage
@@ -61,7 +74,7 @@ def _metric(scorer: Scorer, records: list[SampleRecord], settings: EvalsSettings
     categories: list[str] = []
     unscored = 0
     for record in records:
-        value = 0.0 if record.error else record.scores.get(scorer.name)
+        value = record.metric_value(scorer.name)
         if value is None:
             unscored += 1
             continue
@@ -98,12 +111,15 @@ async def run_suite(
         result.status, result.reason = "failed", str(exc)
         return result
     scorers = [build_scorer(spec) for spec in suite.scorers]
-    ctx = ScoringContext(client=client, settings=settings)
+    ctx = ScoringContext(client=client, settings=settings, request=suite.request.model_dump())
+    structured = None
+    if suite.structured_output is not None:
+        structured = StructuredOutput(suite.structured_output, settings.structured_output)
     started = time.perf_counter()
     task = progress.add_task(suite.name, total=len(samples))
 
     async def one(sample: Sample) -> SampleRecord:
-        record = await _run_sample(suite, sample, scorers, ctx)
+        record = await _run_sample(suite, sample, scorers, ctx, structured)
         progress.advance(task)
         return record
 
@@ -116,6 +132,8 @@ async def run_suite(
     for r in records:
         usage.update(r.usage)
     result.usage = dict(usage)
+    if structured is not None:
+        result.structured_output = structured.note()
     for scorer in scorers:
         result.metrics[scorer.name] = _metric(scorer, records, settings)
     for scorer in scorers:

@@ -46,8 +46,18 @@ class EvalsSettings(BaseSettings):
     bootstrap_resamples: int = Field(default=1000, ge=100)
     judge_min_kappa: float = Field(default=0.6, ge=-1, le=1)
     regression_tolerance: float = Field(default=0.02, ge=0)
+    noninferiority_margin: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="How much worse than its base a candidate may be (--margin).",
+    )
     baseline: Path | None = Field(
         default=None, description="Baseline report.json for regression checks (--baseline)."
+    )
+    structured_output: Literal["auto", "required", "off"] | None = Field(
+        default=None,
+        description="Overrides every suite's structured_output.mode (auto, required, off).",
     )
     slo_profile: Literal["gpu", "cpu"] = "cpu"
     direct_base_url: str | None = Field(

@@ -1,5 +1,6 @@
 """Statistics for eval scores: mean, standard error, seeded bootstrap CI, per-category
-breakdowns, classification metrics, and judge-human agreement (Cohen's kappa)."""
+breakdowns, paired differences between two models, classification metrics, and
+judge-human agreement (Cohen's kappa)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,18 @@ def summarise(values: Sequence[float], *, seed: int, resamples: int = 1000) -> S
     mean, stderr = mean_stderr(values)
     low, high = bootstrap_ci(values, seed=seed, resamples=resamples)
     return Summary(n=len(values), mean=mean, stderr=stderr, ci_low=low, ci_high=high)
+
+
+def paired_difference(
+    candidate: Sequence[float], base: Sequence[float], *, seed: int, resamples: int = 1000
+) -> Summary:
+    """The mean of per-item differences (candidate - base) with its standard error and a
+    paired bootstrap CI: items are resampled together, so what both models find hard
+    cancels out and the interval is much tighter than two independent ones."""
+    if len(candidate) != len(base):
+        raise ValueError("paired values need the same items on both sides")
+    diffs = np.asarray(candidate, dtype=float) - np.asarray(base, dtype=float)
+    return summarise(diffs.tolist(), seed=seed, resamples=resamples)
 
 
 def by_category(

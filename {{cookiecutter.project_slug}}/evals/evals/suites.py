@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from evals.datasets import Sample
+from evals.structured_output import StructuredOutputSpec
 
 
 class PromptSpec(BaseModel):
@@ -81,6 +82,9 @@ class Suite(BaseModel):
     endpoint: Literal["chat", "rag"] = "chat"
     prompt: PromptSpec = Field(default_factory=PromptSpec)
     request: RequestSpec = Field(default_factory=RequestSpec)
+    structured_output: StructuredOutputSpec | None = Field(
+        None, description="Send this response_format when the endpoint supports it."
+    )
     scorers: list[ScorerSpec]
     thresholds: dict[str, float] = Field(default_factory=dict)
     judge_calibration: JudgeCalibration | None = None

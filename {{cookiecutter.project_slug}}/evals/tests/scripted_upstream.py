@@ -8,6 +8,11 @@ Script keys: ttft (s), gaps (list of s between text chunks), buffered (bool: hol
 chunk until the end), usage (bool), answer (non-stream reply), fail_first (int, answer
 the first N chat requests with fail_status), fail_status (int), role_delay (s before the
 role-only chunk), delay (s before a non-streamed answer).
+Non-streamed answers per request: replies (list of {"match": text found in the last user
+message, then "content": str or "tool_calls": [{"name", "arguments": object or str}]};
+the first match wins, else `answer`), models ({model name: script keys for requests
+naming that model}, e.g. two "models" with different replies), reject_fields (request
+fields answered with a 400, as an endpoint without that feature does).
 POST /script replaces the script and resets the counters.
 """
 
@@ -80,31 +85,56 @@ def build_app(initial_script: dict[str, Any]) -> Starlette:
             yield item
         yield "data: [DONE]\n\n"
 
+    def error(message: str, status: int) -> JSONResponse:
+        body = {"message": message, "type": "scripted", "param": None, "code": None}
+        return JSONResponse({"error": body}, status, headers={"retry-after": "0"})
+
+    def message_for(body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """The scripted assistant message and finish reason for a non-streamed request."""
+        rules = {**script, **(script.get("models") or {}).get(str(body.get("model")), {})}
+        user = [m for m in body.get("messages", []) if m.get("role") == "user"]
+        last = str(user[-1].get("content", "")) if user else ""
+        reply: Any = next(
+            (r for r in rules.get("replies", []) if str(r["match"]) in last),
+            {"content": str(rules.get("answer", "The capital of France is Paris."))},
+        )
+        if "tool_calls" not in reply:
+            return {"role": "assistant", "content": str(reply["content"])}, "stop"
+        calls = [
+            {
+                "id": f"call_{i}",
+                "type": "function",
+                "function": {
+                    "name": call["name"],
+                    "arguments": call["arguments"]
+                    if isinstance(call["arguments"], str)
+                    else json.dumps(call["arguments"]),
+                },
+            }
+            for i, call in enumerate(reply["tool_calls"])
+        ]
+        return {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
+
     async def chat(request: Request) -> Response:
         body = await request.json()
         state["chat_requests"] += 1
         state["bodies"].append({"body": body, "headers": dict(request.headers)})
         if state["chat_requests"] <= int(script.get("fail_first", 0)):
-            status = int(script.get("fail_status", 429))
-            error = {"message": "scripted failure", "type": "scripted", "param": None, "code": None}
-            return JSONResponse({"error": error}, status, headers={"retry-after": "0"})
+            return error("scripted failure", int(script.get("fail_status", 429)))
+        rejected = [f for f in script.get("reject_fields", []) if f in body]
+        if rejected:
+            return error(f"Unsupported by the scripted backend: {', '.join(rejected)}", 400)
         model = str(body.get("model", "scripted"))
         if body.get("stream"):
             return StreamingResponse(events(model), media_type="text/event-stream")
         await asyncio.sleep(float(script.get("delay", 0.0)))
-        answer = str(script.get("answer", "The capital of France is Paris."))
+        message, finish_reason = message_for(body)
         return JSONResponse(
             {
                 "id": "chatcmpl-scripted",
                 "object": "chat.completion",
                 "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": answer},
-                        "finish_reason": "stop",
-                    }
-                ],
+                "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
                 "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
             }
         )

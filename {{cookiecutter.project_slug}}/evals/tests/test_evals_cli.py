@@ -180,6 +180,8 @@ def test_regression_against_a_baseline_fails_the_gate(workspace, scripted_upstre
     compared = evals("compare", "good", "worse")
     assert compared.exit_code == 0
     assert re.search(r"\| mini \| includes \| 1\.000 .*\| 0\.000 .*\| -1\.000 \|", compared.output)
+    # the same four items on both sides: paired, every item one point worse
+    assert "| -1.000 | [-1.000, -1.000] | significant |" in compared.output
 
 
 def test_a_drop_within_the_confidence_interval_is_not_a_regression(

@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -114,3 +115,47 @@ def test_perf_suite_measures_streamed_requests(target, tmp_path):
         assert scenario["ttft_ms"]["p50"] <= scenario["e2e_ms"]["p50"]
         assert scenario["itl_ms"]["n"] > 0 and scenario["tpot_ms"]["n"] > 0
     assert perf["buffering"] is not None
+
+
+def endpoint_takes(target: Target, field: str, value: object) -> bool:
+    """Whether the model service answers a request carrying `field` (or refuses it)."""
+    body = {
+        "model": target.env["EVALS_MODEL"],
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 4,
+        field: value,
+    }
+    response = httpx.post(f"{target.direct_url}/chat/completions", json=body, timeout=120)
+    assert response.status_code in (200, 400), response.text
+    return response.status_code == 200
+
+
+def test_extraction_uses_json_schema_where_the_backend_takes_it(target, tmp_path):
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    response_format = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    supported = endpoint_takes(target, "response_format", response_format)
+    done = evals(target, tmp_path, "run", "--suite", "extraction", "--run-id", "ex")
+    suite = assert_three_reports(tmp_path / "reports" / "ex")["suites"][0]
+    assert suite["n_errors"] == 0, done.stdout + done.stderr
+    assert suite["metrics"]["schema_valid"]["summary"]["n"] == 8
+    if supported:
+        assert suite["structured_output"].startswith("json_schema on 8/8 answered")
+    else:
+        assert "on 0/8 answered" in suite["structured_output"]
+        assert "the endpoint refused it (400" in suite["structured_output"]
+
+
+def test_tools_suite_scores_tool_calls_or_reports_the_refusal(target, tmp_path):
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    supported = endpoint_takes(target, "tools", tools)
+    done = evals(target, tmp_path, "run", "--suite", "tools", "--run-id", "tools")
+    report = assert_three_reports(tmp_path / "reports" / "tools")
+    suite = report["suites"][0]
+    if supported:
+        assert done.returncode in (0, 1), done.stdout + done.stderr
+        assert suite["n_errors"] == 0
+        assert suite["metrics"]["tool_choice"]["summary"]["n"] == 14
+    else:
+        assert done.returncode == 2
+        assert "14/14 requests failed" in report["errors"][0]
+        assert "400" in suite["samples"][0]["error"]

@@ -173,3 +173,46 @@ async def test_source_recall(ctx):
 def test_unknown_scorer_is_a_clear_error():
     with pytest.raises(ScorerConfigError, match="unknown scorer type 'nope'"):
         build_scorer(ScorerSpec(type="nope"))
+
+
+TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+
+
+async def tool_score(ctx, scorer: str, target, calls, tools=TOOLS):
+    ctx.request = {"tools": tools}
+    spec = ScorerSpec.model_validate({"type": scorer})
+    generation = Generation(text="", tool_calls=calls)
+    return await build_scorer(spec).score(Sample(id="t", input="q", target=target), generation, ctx)
+
+
+def call(name: str, arguments: str) -> dict:
+    return {"id": "c", "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+async def test_tool_scorers_judge_only_the_first_call(ctx):
+    target = {"name": "f", "arguments": {"x": 1}}
+    calls = [call("f", '{"x": 1}'), call("g", "{}")]
+    for scorer in ("tool_name", "tool_arguments_valid", "tool_argument_accuracy"):
+        assert (await tool_score(ctx, scorer, target, calls)).value == 1.0
+    calls.reverse()
+    assert (await tool_score(ctx, "tool_name", target, calls)).value == 0.0
+    result = await tool_score(ctx, "tool_arguments_valid", target, calls)
+    assert result.value == 0.0 and result.details["error"] == "unknown tool 'g'"
+
+
+async def test_tool_scorers_need_a_name_target_and_the_suite_tools(ctx):
+    with pytest.raises(ScorerConfigError, match="target with `name`"):
+        await tool_score(ctx, "tool_name", "f", [])
+    with pytest.raises(ScorerConfigError, match=r"request\.tools"):
+        await tool_score(ctx, "tool_arguments_valid", {"name": "f"}, [call("f", "{}")], tools=[])
+    bad = [{"type": "function", "function": {"name": "f", "parameters": {"type": 3}}}]
+    with pytest.raises(ScorerConfigError, match="invalid schema"):
+        await tool_score(ctx, "tool_arguments_valid", {"name": "f"}, [call("f", "{}")], bad)
+
+
+async def test_no_call_expected_scores_only_the_choice(ctx):
+    target = {"name": None}
+    assert (await tool_score(ctx, "tool_name", target, [])).value == 1.0
+    assert (await tool_score(ctx, "tool_name", target, [call("f", "{}")])).value == 0.0
+    assert (await tool_score(ctx, "tool_arguments_valid", target, [])).value is None
+    assert (await tool_score(ctx, "tool_argument_accuracy", target, [])).value is None

@@ -12,6 +12,7 @@ from evals.stats import (
     classification_report,
     cohen_kappa,
     mean_stderr,
+    paired_difference,
     summarise,
 )
 
@@ -81,3 +82,24 @@ def test_cohen_kappa_hand_computed():
 def test_cohen_kappa_of_a_judge_that_always_says_the_same_is_zero():
     assert cohen_kappa(["P", "F", "P"], ["P", "P", "P"]) == pytest.approx(0.0)
     assert cohen_kappa(["P", "P"], ["P", "P"]) == 0.0  # undefined: no evidence
+
+
+def test_paired_difference_hand_computed():
+    # per-item differences 1, 0, 0, 1: mean 0.5, sample sd sqrt(1/3)
+    d = paired_difference([1, 1, 0, 1], [0, 1, 0, 0], seed=1)
+    assert d.n == 4
+    assert d.mean == pytest.approx(0.5)
+    assert d.stderr == pytest.approx(math.sqrt(1 / 3) / 2)
+    assert d.ci_low <= 0.5 <= d.ci_high
+    with pytest.raises(ValueError, match="same items"):
+        paired_difference([1, 0], [1], seed=1)
+
+
+def test_pairing_sees_a_consistent_gain_that_independent_intervals_hide():
+    # items of very different difficulty; the candidate is 0.1 better on every one
+    base = [0.05 * i for i in range(20)]
+    candidate = [v + 0.1 for v in base]
+    a, b = summarise(base, seed=3), summarise(candidate, seed=3)
+    assert a.ci_high > b.ci_low  # the two intervals overlap: "within noise" unpaired
+    d = paired_difference(candidate, base, seed=3)
+    assert d.ci_low == pytest.approx(0.1) and d.ci_high == pytest.approx(0.1)

@@ -14,12 +14,13 @@ from evals.report.tables import (
     Table,
     category_table,
     classification_table,
+    comparison_table,
     gate_table,
     judge_table,
     perf_table,
     suite_table,
 )
-from evals.results import Report
+from evals.results import Report, SuiteResult
 
 # The page layout lives in report.html.j2 beside this module (a package data file, copied
 # verbatim by cookiecutter), so no Python file carries template syntax.
@@ -47,13 +48,12 @@ def _image(alt: str, data: str | None) -> list[Image]:
     return [Image(alt, data)] if data else []
 
 
-def render_html(report: Report) -> str:
-    sections: list[Section] = []
-    if report.gate is not None and report.gate.checks:
-        sections.append(Section("Gate", tables=[gate_table(report.gate)]))
-    for suite in report.suites:
+def suite_sections(suites: list[SuiteResult], prefix: str) -> list[Section]:
+    sections = []
+    for suite in suites:
+        title = f"{prefix}Suite {suite.name}"
         if suite.status != "ok":
-            sections.append(Section(f"Suite {suite.name}", note=f"{suite.status}: {suite.reason}"))
+            sections.append(Section(title, note=f"{suite.status}: {suite.reason}"))
             continue
         tables: list[Table] = [suite_table(suite)]
         tables += [
@@ -67,7 +67,29 @@ def render_html(report: Report) -> str:
                 f"{suite.name} confusion matrix",
                 plots.confusion(suite.classification, f"{suite.name}: confusion matrix"),
             )
-        sections.append(Section(f"Suite {suite.name}", suite.description, tables, images))
+        about = suite.description
+        if suite.structured_output:
+            about = f"{about} Structured output: {suite.structured_output}.".strip()
+        sections.append(Section(title, about, tables, images))
+    return sections
+
+
+def render_html(report: Report) -> str:
+    sections: list[Section] = []
+    if report.gate is not None and report.gate.checks:
+        sections.append(Section("Gate", tables=[gate_table(report.gate)]))
+    comparison = report.comparison
+    if comparison is not None:
+        sections.append(
+            Section(
+                "Candidate against base",
+                f"candidate {report.model}, base {comparison.base_model}",
+                [comparison_table(report.model, comparison)],
+            )
+        )
+    sections += suite_sections(report.suites, "" if comparison is None else "candidate: ")
+    if comparison is not None:
+        sections += suite_sections(comparison.base_suites, "base: ")
     if report.perf is not None:
         perf = report.perf
         note = None

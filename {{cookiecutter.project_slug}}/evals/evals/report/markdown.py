@@ -6,12 +6,13 @@ from evals.report.tables import (
     Table,
     category_table,
     classification_table,
+    comparison_table,
     gate_table,
     judge_table,
     perf_table,
     suite_table,
 )
-from evals.results import Report
+from evals.results import Report, SuiteResult
 
 
 def table_md(table: Table) -> str:
@@ -32,6 +33,21 @@ def status_line(report: Report) -> str:
     return "✅ **Gate passed**" if report.gate.passed else "❌ **Gate failed**"
 
 
+def suite_parts(suites: list[SuiteResult]) -> list[str]:
+    parts = []
+    for suite in suites:
+        if suite.status != "ok":
+            parts.append(f"- suite **{suite.name}** {suite.status}: {suite.reason}\n")
+            continue
+        parts.append(table_md(suite_table(suite)))
+        if suite.structured_output:
+            parts.append(f"Structured output: {suite.structured_output}.\n")
+        for extra in (category_table(suite), classification_table(suite), judge_table(suite)):
+            if extra is not None:
+                parts.append(table_md(extra))
+    return parts
+
+
 def render_markdown(report: Report) -> str:
     parts = [
         f"## Evals {report.kind} report `{report.run_id}`",
@@ -48,14 +64,14 @@ def render_markdown(report: Report) -> str:
         parts.append("**Gate failures**\n")
         parts += [f"- `{c.suite}.{c.metric}` ({c.kind}): {c.message}" for c in report.gate.failures]
         parts.append("")
-    for suite in report.suites:
-        if suite.status != "ok":
-            parts.append(f"- suite **{suite.name}** {suite.status}: {suite.reason}\n")
-            continue
-        parts.append(table_md(suite_table(suite)))
-        for extra in (category_table(suite), classification_table(suite), judge_table(suite)):
-            if extra is not None:
-                parts.append(table_md(extra))
+    comparison = report.comparison
+    if comparison is not None:
+        parts.append(table_md(comparison_table(report.model, comparison)))
+        parts.append(f"### Candidate `{report.model}`\n")
+    parts += suite_parts(report.suites)
+    if comparison is not None:
+        parts.append(f"### Base `{comparison.base_model}`\n")
+        parts += suite_parts(comparison.base_suites)
     if report.perf is not None:
         parts.append(table_md(perf_table(report.perf)))
         if report.perf.buffering is not None:

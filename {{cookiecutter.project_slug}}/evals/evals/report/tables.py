@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from evals.perf.metrics import Distribution, PerfReport
-from evals.results import GateResult, SuiteResult
+from evals.results import Comparison, GateResult, MetricDifference, SuiteResult
 
 
 @dataclass
@@ -64,6 +64,52 @@ def suite_table(suite: SuiteResult) -> Table:
         title=f"{suite.name} ({suite.n_samples} samples, {suite.n_errors} errors)",
         headers=["metric", "mean", "stderr", "95% CI", "n", "threshold", "gates"],
         rows=rows,
+    )
+
+
+def signed_ci(low: float, high: float) -> str:
+    return f"[{low:+.3f}, {high:+.3f}]"
+
+
+def difference_table(
+    differences: list[MetricDifference], title: str, base: str, candidate: str
+) -> Table:
+    rows = [
+        [
+            d.suite,
+            d.metric,
+            f"{d.base:.3f}",
+            f"{d.candidate:.3f}",
+            f"{d.difference.mean:+.3f}",
+            signed_ci(d.difference.ci_low, d.difference.ci_high),
+            str(d.difference.n) + (f" ({d.unpaired} unpaired)" if d.unpaired else ""),
+            d.verdict,
+        ]
+        for d in differences
+    ]
+    return Table(
+        title=title,
+        headers=[
+            "suite",
+            "metric",
+            base,
+            candidate,
+            f"{candidate} - {base}",
+            "95% CI (paired)",
+            "pairs",
+            "verdict",
+        ],
+        rows=rows,
+    )
+
+
+def comparison_table(candidate: str, comparison: Comparison) -> Table:
+    return difference_table(
+        comparison.differences,
+        f"Candidate `{candidate}` against base `{comparison.base_model}` "
+        "(paired by item: mean difference, paired bootstrap 95% CI)",
+        "base",
+        "candidate",
     )
 
 

@@ -17,6 +17,7 @@ from evals.scorers.text import (
     RougeL,
     TokenF1,
 )
+from evals.scorers.tools import ToolArgumentAccuracy, ToolArgumentsValid, ToolName
 from evals.suites import ScorerSpec
 
 SCORERS: dict[str, type[Scorer]] = {
@@ -33,6 +34,9 @@ SCORERS: dict[str, type[Scorer]] = {
     "embedding_similarity": EmbeddingSimilarity,
     "llm_judge": LLMJudge,
     "source_recall": SourceRecall,
+    "tool_name": ToolName,
+    "tool_arguments_valid": ToolArgumentsValid,
+    "tool_argument_accuracy": ToolArgumentAccuracy,
 }
 
 

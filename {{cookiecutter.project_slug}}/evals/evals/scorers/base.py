@@ -24,6 +24,8 @@ class ScoreResult:
 class ScoringContext:
     client: OpenAIClient
     settings: EvalsSettings
+    #: the suite's request parameters (scorers read e.g. `tools` from it)
+    request: dict[str, Any] = field(default_factory=dict)
 
 
 class Scorer(ABC):

@@ -80,12 +80,13 @@ class JsonFieldAccuracy(Scorer):
             return ScoreResult(0.0, {"error": "no JSON"})
         if not isinstance(value, dict):
             return ScoreResult(0.0, {"error": "not an object"})
-        wrong = [k for k, v in sample.target.items() if not _same(value.get(k), v)]
+        wrong = [k for k, v in sample.target.items() if not same_value(value.get(k), v)]
         score = 1 - len(wrong) / len(sample.target)
         return ScoreResult(score, {"wrong_fields": wrong} if wrong else {})
 
 
-def _same(actual: Any, expected: Any) -> bool:
+def same_value(actual: Any, expected: Any) -> bool:
+    """Equal values; strings compared normalised, numbers as numbers."""
     if isinstance(expected, str) and isinstance(actual, str):
         return normalise(actual) == normalise(expected)
     if isinstance(expected, int | float) and isinstance(actual, int | float):
