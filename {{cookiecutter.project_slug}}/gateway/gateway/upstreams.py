@@ -1,4 +1,4 @@
-"""Routing to upstream model servers.
+"""The upstream pool: which model server serves a request (balancing, retries, fallback).
 
 Each upstream has one shared httpx connection pool, an in-flight counter and a
 circuit breaker. A request goes to the less busy of two randomly drawn healthy
@@ -25,12 +25,20 @@ from gateway.errors import GatewayError
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings, UpstreamConfig
 
-log = logging.getLogger("gateway.router")
+log = logging.getLogger("gateway.upstreams")
 RETRY_STATUSES = frozenset({502, 503, 504})
 
 
 class Upstream:
-    def __init__(self, config: UpstreamConfig, settings: Settings) -> None:
+    """One upstream server: its connection pool (`transport` lets tests script it in
+    process), in-flight count and breaker."""
+
+    def __init__(
+        self,
+        config: UpstreamConfig,
+        settings: Settings,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.config = config
         self.name = config.name
         self.weight = config.weight
@@ -38,6 +46,7 @@ class Upstream:
         self.client = httpx.AsyncClient(
             base_url=config.api_base,
             headers=headers,
+            transport=transport,
             timeout=httpx.Timeout(
                 connect=settings.connect_timeout_seconds,
                 read=settings.read_timeout_seconds,
@@ -77,11 +86,16 @@ class UpstreamCall:
             await self.response.aclose()
 
 
-class Router:
-    def __init__(self, settings: Settings, metrics: GatewayMetrics) -> None:
+class UpstreamPool:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: GatewayMetrics,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.upstreams = [Upstream(config, settings) for config in settings.upstreams]
+        self.upstreams = [Upstream(config, settings, transport) for config in settings.upstreams]
         self.by_model: dict[str, list[Upstream]] = {}
         for upstream in self.upstreams:
             for model in upstream.config.models:
@@ -208,7 +222,7 @@ class Router:
         log.warning("upstream attempt failed", extra={"upstream": upstream.name, "reason": reason})
 
     async def embed(self, texts: list[str], model: str) -> list[list[float]]:
-        """Embeddings through the router (used by the semantic cache and RAG)."""
+        """Embeddings straight from an upstream (the semantic cache's vectors)."""
         call = await self.open("/embeddings", {"input": texts}, model)
         try:
             body = await call.response.aread()
