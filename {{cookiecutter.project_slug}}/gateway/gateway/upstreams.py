@@ -27,6 +27,7 @@ from gateway.settings import Settings, UpstreamConfig
 
 log = logging.getLogger("gateway.upstreams")
 RETRY_STATUSES = frozenset({502, 503, 504})
+RETRY = object()  # an attempt that failed in a way worth trying again
 
 
 class Upstream:
@@ -167,6 +168,7 @@ class UpstreamPool:
         errors: list[str],
     ) -> UpstreamCall | None:
         tried: set[str] = set()
+        headers = {"content-type": "application/json", **(extra_headers or {})}
         for attempt in range(self.settings.max_retries + 1):
             if attempt:
                 backoff = self.settings.retry_backoff_seconds * (2 ** (attempt - 1))
@@ -176,45 +178,54 @@ class UpstreamPool:
                 errors.append(f"{model}: all upstreams unavailable")
                 return None
             tried.add(upstream.name)
-            started = time.perf_counter()
-            request = upstream.client.build_request(
-                "POST",
-                path,
-                content=body,
-                headers={"content-type": "application/json", **(extra_headers or {})},
-            )
-            upstream.in_flight += 1
-            try:
-                response = await upstream.client.send(request, stream=True)
-            except httpx.TimeoutException as exc:
-                upstream.in_flight -= 1
-                reason = "connect_timeout" if isinstance(exc, httpx.ConnectTimeout) else "timeout"
-                self._failed(upstream, reason)
-                errors.append(f"{upstream.name} timed out")
-                if reason == "timeout":
-                    return None  # the upstream may still be working on it: do not pile on
-                continue
-            except httpx.TransportError as exc:
-                upstream.in_flight -= 1
-                self._failed(upstream, "connection")
-                errors.append(f"{upstream.name} unavailable: {type(exc).__name__}")
-                continue
-            except BaseException:
-                upstream.in_flight -= 1
-                upstream.breaker.release_trial()
-                raise
-            if response.status_code in RETRY_STATUSES:
-                await response.aclose()
-                upstream.in_flight -= 1
-                self._failed(upstream, f"status_{response.status_code}")
-                errors.append(f"{upstream.name} answered {response.status_code}")
-                continue
-            if response.status_code >= 500:
-                self._failed(upstream, f"status_{response.status_code}")
-            else:
-                upstream.breaker.record_success()
-            return UpstreamCall(upstream, response, model, started, time.perf_counter())
+            call = await self._attempt(upstream, path, body, headers, model, errors)
+            if call is not RETRY:
+                return call
         return None
+
+    async def _attempt(
+        self,
+        upstream: Upstream,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        model: str,
+        errors: list[str],
+    ) -> Any:
+        """One try at one upstream: the open call, None to give up, or RETRY."""
+        started = time.perf_counter()
+        request = upstream.client.build_request("POST", path, content=body, headers=headers)
+        upstream.in_flight += 1
+        try:
+            response = await upstream.client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            upstream.in_flight -= 1
+            reason = "connect_timeout" if isinstance(exc, httpx.ConnectTimeout) else "timeout"
+            self._failed(upstream, reason)
+            errors.append(f"{upstream.name} timed out")
+            # A read timeout: the upstream may still be working on it, do not pile on.
+            return None if reason == "timeout" else RETRY
+        except httpx.TransportError as exc:
+            upstream.in_flight -= 1
+            self._failed(upstream, "connection")
+            errors.append(f"{upstream.name} unavailable: {type(exc).__name__}")
+            return RETRY
+        except BaseException:
+            upstream.in_flight -= 1
+            upstream.breaker.release_trial()
+            raise
+        status = response.status_code
+        if status in RETRY_STATUSES:
+            await response.aclose()
+            upstream.in_flight -= 1
+            self._failed(upstream, f"status_{status}")
+            errors.append(f"{upstream.name} answered {status}")
+            return RETRY
+        if status >= 500:
+            self._failed(upstream, f"status_{status}")
+        else:
+            upstream.breaker.record_success()
+        return UpstreamCall(upstream, response, model, started, time.perf_counter())
 
     def _failed(self, upstream: Upstream, reason: str) -> None:
         upstream.breaker.record_failure()
