@@ -12,13 +12,16 @@ from gateway.pipeline import Pipeline
 from gateway.state import GatewayState
 
 
-def get_state(connection: HTTPConnection) -> GatewayState:
+# Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a
+# worker thread, a thread hop per request (the profile in docs/gateway.md showed it).
+async def get_state(connection: HTTPConnection) -> GatewayState:
     state: GatewayState = connection.app.state.gateway
     return state
 
 
-def get_pipeline(connection: HTTPConnection) -> Pipeline:
-    return get_state(connection).pipeline
+async def get_pipeline(connection: HTTPConnection) -> Pipeline:
+    pipeline: Pipeline = connection.app.state.gateway.pipeline
+    return pipeline
 
 
 StateDep = Annotated[GatewayState, Depends(get_state)]

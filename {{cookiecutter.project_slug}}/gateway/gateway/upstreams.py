@@ -64,6 +64,14 @@ class Upstream:
             settings.upstream_breaker_failures, settings.upstream_breaker_reset_seconds
         )
         self.in_flight = 0
+        self._urls: dict[str, httpx.URL] = {}
+
+    def url(self, path: str) -> httpx.URL:
+        """The absolute URL of `path`, parsed once (httpx re-joins a relative one per call)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self.config.api_base + path)
+        return url
 
     def load(self) -> float:
         return (self.in_flight + 1) / self.weight
@@ -194,7 +202,9 @@ class UpstreamPool:
     ) -> Any:
         """One try at one upstream: the open call, None to give up, or RETRY."""
         started = time.perf_counter()
-        request = upstream.client.build_request("POST", path, content=body, headers=headers)
+        request = upstream.client.build_request(
+            "POST", upstream.url(path), content=body, headers=headers
+        )
         upstream.in_flight += 1
         try:
             response = await upstream.client.send(request, stream=True)

@@ -49,7 +49,7 @@ def create_runtime(state: GatewayState) -> RagRuntime:
     return RagRuntime.create(state)
 
 
-def get_runtime(connection: HTTPConnection) -> RagRuntime:
+async def get_runtime(connection: HTTPConnection) -> RagRuntime:
     runtime: RagRuntime = connection.app.state.rag
     return runtime
 
