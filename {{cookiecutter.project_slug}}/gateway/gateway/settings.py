@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         default="redis://127.0.0.1:6380/0",
         # GATEWAY_RAG_REDIS_URL was RAG's own; still read when GATEWAY_REDIS_URL is unset.
-        validation_alias=AliasChoices("GATEWAY_REDIS_URL", "GATEWAY_RAG_REDIS_URL", "redis_url"),
+        validation_alias=AliasChoices("GATEWAY_REDIS_URL", "GATEWAY_RAG_REDIS_URL"),
     )
     redis_timeout_seconds: float = Field(
         default=0.25, gt=0, description="Socket and connect timeout of every Redis call."
