@@ -202,8 +202,7 @@ class Pipeline:
         settings, route, payload = self.settings, request.route, request.payload
         cacheable = (
             settings.cache_enabled
-            and not bypass
-            and int(payload.get("n") or 1) == 1
+            and not bypass  # n > 1 is cached as a whole, every choice
             and (
                 not route.needs_determinism
                 or not settings.cache_only_deterministic

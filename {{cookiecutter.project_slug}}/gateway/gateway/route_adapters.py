@@ -28,11 +28,24 @@ TextFilter = Callable[[str], str]
 
 
 @dataclass
-class StreamedAnswer:
-    """What a streamed completion said so far (choice 0), to cache it and settle usage."""
+class StreamedChoice:
+    """What one choice of a streamed completion said so far."""
 
     text: list[str] = field(default_factory=list)
     finish_reason: str | None = None
+    tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    logprobs: Any = None  # chat: the `content` entries; completions: lists by name
+
+    @property
+    def content(self) -> str:
+        return "".join(self.text)
+
+
+@dataclass
+class StreamedAnswer:
+    """What a streamed completion said so far (every choice), to cache it and settle usage."""
+
+    choices: dict[int, StreamedChoice] = field(default_factory=dict)
     usage: dict[str, Any] | None = None
     response_id: str | None = None
     model: str | None = None
@@ -41,7 +54,17 @@ class StreamedAnswer:
 
     @property
     def content(self) -> str:
-        return "".join(self.text)
+        """The first choice's text (for the span and the first-token time)."""
+        first = self.choices.get(0)
+        return first.content if first is not None else ""
+
+    @property
+    def output_chars(self) -> int:
+        """Characters of output (text and tool-call arguments), to estimate tokens."""
+        return sum(
+            len(c.content) + sum(len(t["function"]["arguments"]) for t in c.tool_calls.values())
+            for c in self.choices.values()
+        )
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -97,6 +120,10 @@ class RouteAdapter:
         """Stream chunks saying what a cached response says."""
         raise NotImplementedError
 
+    def add_choice(self, state: StreamedChoice, choice: dict[str, Any]) -> bool:
+        """Fold one chunk's choice into its state; False when it cannot be cached."""
+        raise NotImplementedError
+
     def add_chunk(self, answer: StreamedAnswer, chunk: dict[str, Any]) -> None:
         answer.response_id = answer.response_id or chunk.get("id")
         answer.model = answer.model or chunk.get("model")
@@ -104,18 +131,11 @@ class RouteAdapter:
         if chunk.get("usage"):
             answer.usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
+            state = answer.choices.setdefault(int(choice.get("index") or 0), StreamedChoice())
+            if not self.add_choice(state, choice):
                 answer.cacheable = False
-                continue
-            holder, key = self.chunk_holder(choice)
-            holder = holder or {}
-            if holder.get("tool_calls") or holder.get("function_call"):
-                answer.cacheable = False
-            content = holder.get(key)
-            if content:
-                answer.text.append(content)
             if choice.get("finish_reason"):
-                answer.finish_reason = choice["finish_reason"]
+                state.finish_reason = choice["finish_reason"]
 
 
 class ChatRoute(RouteAdapter):
@@ -157,27 +177,45 @@ class ChatRoute(RouteAdapter):
         choice = {"index": index, "delta": {"content": text}, "finish_reason": None}
         return {**answer.meta(), "object": self.chunk_object, "choices": [choice]}
 
+    def add_choice(self, state: StreamedChoice, choice: dict[str, Any]) -> bool:
+        delta = choice.get("delta") or {}
+        if delta.get("content"):
+            state.text.append(delta["content"])
+        for call in delta.get("tool_calls") or ():
+            _merge_tool_call(state.tool_calls, call)
+        entries = (choice.get("logprobs") or {}).get("content")
+        if entries:
+            state.logprobs = [*(state.logprobs or []), *entries]
+        return not delta.get("function_call")  # the deprecated form is not replayed
+
     def response(self, answer: StreamedAnswer) -> dict[str, Any]:
-        message = {"role": "assistant", "content": answer.content}
-        choice = {"index": 0, "message": message, "logprobs": None}
-        choice["finish_reason"] = answer.finish_reason
-        return _with_usage(
-            {**answer.meta(), "object": "chat.completion", "choices": [choice]}, answer
-        )
+        choices = []
+        for index, state in sorted(answer.choices.items()):
+            message: dict[str, Any] = {"role": "assistant", "content": state.content}
+            if state.tool_calls:
+                message["content"] = state.content or None
+                message["tool_calls"] = [state.tool_calls[i] for i in sorted(state.tool_calls)]
+            logprobs = {"content": state.logprobs} if state.logprobs else None
+            choice = {"index": index, "message": message, "logprobs": logprobs}
+            choice["finish_reason"] = state.finish_reason
+            choices.append(choice)
+        response = {**answer.meta(), "object": "chat.completion", "choices": choices}
+        return _with_usage(response, answer)
 
     def replay_chunks(self, response: dict[str, Any]) -> Iterator[dict[str, Any]]:
         common = {**_meta(response), "object": self.chunk_object}
-        choice = (response.get("choices") or [{}])[0]
-        text = (choice.get("message") or {}).get("content") or ""
-
-        def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-            replayed = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            return {**common, "choices": [replayed]}
-
-        yield chunk({"role": "assistant", "content": ""}, None)
-        for piece in word_pieces(text):
-            yield chunk({"content": piece}, None)
-        yield chunk({}, choice.get("finish_reason") or "stop")
+        for position, choice in enumerate(response.get("choices") or [{}]):
+            index = choice.get("index", position)
+            message = choice.get("message") or {}
+            yield _chat_chunk(common, index, {"role": "assistant", "content": ""})
+            entries = (choice.get("logprobs") or {}).get("content")
+            for piece, logprobs in _pieces_with_logprobs(message.get("content") or "", entries):
+                lp = {"content": logprobs} if logprobs else None
+                yield _chat_chunk(common, index, {"content": piece}, logprobs=lp)
+            for number, call in enumerate(message.get("tool_calls") or ()):
+                yield _chat_chunk(common, index, {"tool_calls": [{"index": number, **call}]})
+            finish = choice.get("finish_reason") or "stop"
+            yield _chat_chunk(common, index, {}, finish=finish)
 
 
 class CompletionRoute(RouteAdapter):
@@ -209,24 +247,39 @@ class CompletionRoute(RouteAdapter):
         choice = {"index": index, "text": text, "finish_reason": None}
         return {**answer.meta(), "object": "text_completion", "choices": [choice]}
 
+    def add_choice(self, state: StreamedChoice, choice: dict[str, Any]) -> bool:
+        if choice.get("text"):
+            state.text.append(choice["text"])
+        logprobs = choice.get("logprobs")
+        if isinstance(logprobs, dict):
+            merged = state.logprobs or {}
+            for name, values in logprobs.items():
+                merged[name] = [*(merged.get(name) or []), *(values or [])]
+            state.logprobs = merged
+        return True
+
     def response(self, answer: StreamedAnswer) -> dict[str, Any]:
-        choice = {"index": 0, "text": answer.content, "logprobs": None}
-        choice["finish_reason"] = answer.finish_reason
-        return _with_usage(
-            {**answer.meta(), "object": "text_completion", "choices": [choice]}, answer
-        )
+        choices = [
+            {
+                "index": index,
+                "text": state.content,
+                "logprobs": state.logprobs,
+                "finish_reason": state.finish_reason,
+            }
+            for index, state in sorted(answer.choices.items())
+        ]
+        response = {**answer.meta(), "object": "text_completion", "choices": choices}
+        return _with_usage(response, answer)
 
     def replay_chunks(self, response: dict[str, Any]) -> Iterator[dict[str, Any]]:
         common = {**_meta(response), "object": "text_completion"}
-        choice = (response.get("choices") or [{}])[0]
-
-        def chunk(piece: str, finish: str | None) -> dict[str, Any]:
-            replayed = {"index": 0, "text": piece, "logprobs": None, "finish_reason": finish}
-            return {**common, "choices": [replayed]}
-
-        for piece in word_pieces(choice.get("text") or ""):
-            yield chunk(piece, None)
-        yield chunk("", choice.get("finish_reason") or "stop")
+        for position, choice in enumerate(response.get("choices") or [{}]):
+            index = choice.get("index", position)
+            text, logprobs = choice.get("text") or "", choice.get("logprobs")
+            # With logprobs the text goes in one piece, so the lists stay aligned with it.
+            for piece in [text] if logprobs else word_pieces(text):
+                yield _text_chunk(common, index, piece, logprobs=logprobs)
+            yield _text_chunk(common, index, "", finish=choice.get("finish_reason") or "stop")
 
 
 class EmbeddingRoute(RouteAdapter):
@@ -269,6 +322,50 @@ def _with_usage(response: dict[str, Any], answer: StreamedAnswer) -> dict[str, A
     if answer.usage:
         response["usage"] = answer.usage
     return response
+
+
+def _chat_chunk(
+    common: dict[str, Any],
+    index: int,
+    delta: dict[str, Any],
+    finish: str | None = None,
+    logprobs: Any = None,
+) -> dict[str, Any]:
+    choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+    return {**common, "choices": [choice]}
+
+
+def _text_chunk(
+    common: dict[str, Any], index: int, text: str, finish: str | None = None, logprobs: Any = None
+) -> dict[str, Any]:
+    choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+    return {**common, "choices": [choice]}
+
+
+def _merge_tool_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:
+    """Fold a streamed tool-call fragment into the call it continues (by index)."""
+    call = calls.setdefault(
+        int(delta.get("index") or 0),
+        {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+    )
+    if delta.get("id"):
+        call["id"] = delta["id"]
+    if delta.get("type"):
+        call["type"] = delta["type"]
+    function = delta.get("function") or {}
+    call["function"]["name"] += function.get("name") or ""
+    call["function"]["arguments"] += function.get("arguments") or ""
+
+
+def _pieces_with_logprobs(text: str, entries: list[Any] | None) -> Iterator[tuple[str, Any]]:
+    """Replay pieces: one per token when the logprob tokens spell the text, so each
+    chunk carries its own token's logprobs; else word pieces (logprobs on the first)."""
+    if entries and "".join(str(e.get("token", "")) for e in entries) == text:
+        for entry in entries:
+            yield str(entry["token"]), [entry]
+        return
+    for position, piece in enumerate(word_pieces(text)):
+        yield piece, (entries if position == 0 else None)
 
 
 def word_pieces(text: str) -> Iterator[str]:

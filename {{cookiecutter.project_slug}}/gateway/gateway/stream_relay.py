@@ -135,7 +135,7 @@ class StreamRelay:
         self.route.add_chunk(
             self.answer, chunk
         )  # after filtering: the cache keeps what clients saw
-        if not self.first_token_seen and self.answer.text:
+        if not self.first_token_seen and self.answer.output_chars:
             self.first_token_seen = True
             exchange = self.exchange
             exchange.books.metrics.ttft.labels(exchange.model).observe(
@@ -185,7 +185,7 @@ class StreamRelay:
         answer = self.answer
         input_tokens, output_tokens = usage_tokens(answer.usage)
         if not answer.usage:
-            output_tokens = estimate_tokens(len(answer.content))
+            output_tokens = estimate_tokens(answer.output_chars)
         response = self.route.response(answer)
         complete = self.completed and answer.cacheable and self.status == 200
         return Outcome(

@@ -21,7 +21,7 @@ from gateway.settings import Settings, UpstreamConfig
 from gateway.state import GatewayState
 from gateway.stream_relay import StreamAnswer
 from tests.support.redis import RedisServer
-from tests.support.scripted_upstream import USAGE, WORDS, ScriptedUpstream
+from tests.support.scripted_upstream import TOOL_CALL, USAGE, WORDS, ScriptedUpstream
 
 MODEL, EMBEDDER = "scripted-llm", "scripted-embed"
 StateFactory = Callable[..., Any]
@@ -104,9 +104,8 @@ async def test_upstream_sees_each_request_once_and_a_miss_is_stored(
 
 async def test_plan_cache_bypasses_what_must_not_be_cached(make_state: StateFactory) -> None:
     state = await make_state()
-    for payload in (chat(), chat(temperature=0, n=2)):  # sampled; several choices
-        answer = await whole(state, CHAT, key(), payload)
-        assert answer.headers["x-cache"] == "bypass"
+    answer = await whole(state, CHAT, key(), chat())  # sampled: not deterministic
+    assert answer.headers["x-cache"] == "bypass"
     # Embeddings are deterministic: always cacheable.
     embed = {"model": EMBEDDER, "input": ["a", "bb"]}
     await whole(state, EMBEDDING, key(), embed)
@@ -243,3 +242,54 @@ async def test_the_app_factory_takes_its_state(make_state: StateFactory) -> None
     assert response.status_code == 200, response.text
     assert response.headers["x-request-id"] == "rid-1"
     assert float(response.headers["x-gateway-overhead-ms"]) >= 0
+
+
+async def replayed_stream(state: GatewayState, payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """Fill the cache with `payload` (streamed), then return the replayed chunks."""
+    live = await stream_events(state, payload)
+    assert live[-1] == b"data: [DONE]\n\n"
+    replay = await state.pipeline.handle(CHAT, key(), payload, "replay")
+    assert isinstance(replay, Answer) and replay.headers["x-cache"] == "hit"
+    events = [e for e in replay.body.split(b"\n\n") if e and e != b"data: [DONE]"]
+    return [orjson.loads(e[6:]) for e in events]
+
+
+async def test_a_tool_call_survives_the_cache_and_replays_as_tool_call_deltas(
+    make_state: StateFactory,
+) -> None:
+    state = await make_state()
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    chunks = await replayed_stream(state, chat(temperature=0, stream=True, tools=tools))
+    calls = [call for c in chunks for call in c["choices"][0]["delta"].get("tool_calls") or ()]
+    assert calls == [{"index": 0, **TOOL_CALL}]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    # The plain request shares the entry: the assembled answer holds the call.
+    whole_answer = await whole(state, CHAT, key(), chat(temperature=0, tools=tools))
+    message = orjson.loads(whole_answer.body)["choices"][0]["message"]
+    assert whole_answer.headers["x-cache"] == "hit" and message["tool_calls"] == [TOOL_CALL]
+
+
+async def test_logprobs_survive_the_cache_token_by_token(make_state: StateFactory) -> None:
+    state = await make_state()
+    chunks = await replayed_stream(state, chat(temperature=0, stream=True, logprobs=True))
+    with_text = [c for c in chunks if c["choices"][0]["delta"].get("content")]
+    assert [c["choices"][0]["delta"]["content"] for c in with_text] == WORDS
+    tokens = [c["choices"][0]["logprobs"]["content"][0]["token"] for c in with_text]
+    assert tokens == WORDS
+
+
+async def test_several_choices_are_cached_as_a_whole_and_reserved_for(
+    make_state: StateFactory, upstream: ScriptedUpstream
+) -> None:
+    state = await make_state()
+    record = key(tpm=1000)
+    first = await whole(state, CHAT, record, chat(temperature=0, n=3, max_tokens=100))
+    assert first.headers["x-cache"] == "miss"
+    # n counts in the reservation: prompt estimate + 3 x 100 reserved up front.
+    assert int(first.headers["x-ratelimit-remaining-tokens"]) <= 1000 - 300
+    again = await whole(state, CHAT, key(), chat(temperature=0, n=3, max_tokens=100))
+    assert again.headers["x-cache"] == "hit" and len(upstream.requests) == 1
+    assert [c["index"] for c in orjson.loads(again.body)["choices"]] == [0, 1, 2]
+    streamed = await replayed_stream(state, chat(temperature=0, n=2, stream=True))
+    indices = {c["choices"][0]["index"] for c in streamed if c["choices"]}
+    assert indices == {0, 1}
