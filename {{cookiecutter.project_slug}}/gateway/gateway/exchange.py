@@ -61,6 +61,7 @@ class Outcome:
     output_text: str | None = None
     cache_body: bytes | None = None  # a complete answer the caches may keep
     error_type: str | None = None
+    charged: int | None = None  # tokens to settle at, when not the usage (an early end)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class Exchange:
     limit: LimitDecision | None = None
     plan: CachePlan = field(default_factory=CachePlan)
     span: Span | None = None
+    prompt_estimate: int = 0  # the prompt's tokens as admitted (for an answer without usage)
     closed: bool = False
 
     def __post_init__(self) -> None:
@@ -113,7 +115,7 @@ class Exchange:
         self.closed = True
         outcome = outcome or Outcome()
         try:
-            self._settle(sum(outcome.usage))
+            self._settle(outcome.charged if outcome.charged is not None else sum(outcome.usage))
             self._record_usage(outcome)
             if self.span is not None:
                 self._end_span(outcome)

@@ -55,6 +55,7 @@ class Admitted:
     model: str
     texts: list[str]
     prompt_chars: int
+    prompt_tokens: int  # estimated: text at ~4 characters a token, token ids as they are
     max_tokens: int | None
     stream: bool
     include_usage: bool
@@ -159,8 +160,18 @@ class Pipeline:
             )
         stream = route.generates and payload.get("stream") is True
         include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+        prompt_tokens = estimate_tokens(prompt_chars) + route.prompt_token_ids(payload)
+        exchange.prompt_estimate = prompt_tokens
         return Admitted(
-            route, payload, model, texts, prompt_chars, max_tokens, stream, include_usage
+            route,
+            payload,
+            model,
+            texts,
+            prompt_chars,
+            prompt_tokens,
+            max_tokens,
+            stream,
+            include_usage,
         )
 
     def _served_model(self, requested: str, key: KeyRecord) -> str:
@@ -226,8 +237,12 @@ class Pipeline:
         if not self.limiter.applies_to(key):
             return None
         completion = request.max_tokens or self.settings.default_max_tokens_reserve
-        tokens = estimate_tokens(request.prompt_chars) + completion * int(
-            request.payload.get("n") or 1
+        # Every prompt of a batch gets n completions.
+        completions = int(request.payload.get("n") or 1) * request.route.prompt_count(
+            request.payload
+        )
+        tokens = request.prompt_tokens + (
+            completion * completions if request.route.generates else 0
         )
         command = self.limiter.reserve_command(key, tokens)
         try:
@@ -393,21 +408,26 @@ def _validated(route: RouteAdapter, payload: dict[str, Any] | bytes) -> dict[str
     return payload
 
 
+TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
 def _cap_max_tokens(payload: dict[str, Any], cap: int | None) -> int | None:
-    field_name = "max_completion_tokens" if payload.get("max_completion_tokens") else "max_tokens"
-    requested = payload.get(field_name)
+    """Check both token fields against the key's cap (400 over it); fill `max_tokens`
+    with the cap when neither is set. Returns the completion budget to reserve."""
+    requested = {name: payload[name] for name in TOKEN_FIELDS if payload.get(name) is not None}
     if cap is not None:
-        if requested is not None and requested > cap:
-            raise GatewayError(
-                400,
-                f"{field_name} is {requested}; this key allows at most {cap}.",
-                param=field_name,
-                code="max_tokens_exceeded",
-            )
-        if requested is None:
+        for name, value in requested.items():
+            if value > cap:
+                raise GatewayError(
+                    400,
+                    f"{name} is {value}; this key allows at most {cap}.",
+                    param=name,
+                    code="max_tokens_exceeded",
+                )
+        if not requested:
             payload["max_tokens"] = cap
             return cap
-    return int(requested) if requested is not None else None
+    return max(requested.values()) if requested else None
 
 
 def _rate_limited(decision: Any, tokens: int) -> GatewayError:

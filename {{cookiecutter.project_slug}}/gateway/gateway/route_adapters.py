@@ -89,6 +89,20 @@ class RouteAdapter:
     def texts(self, payload: dict[str, Any]) -> list[str]:
         return prompt_texts(payload[self.text_field])
 
+    def prompt_count(self, payload: dict[str, Any]) -> int:
+        """How many prompts the request holds (a batch gets completions for each)."""
+        value = payload[self.text_field]
+        if isinstance(value, list) and value and not all(isinstance(v, int) for v in value):
+            return len(value)
+        return 1
+
+    def prompt_token_ids(self, payload: dict[str, Any]) -> int:
+        """How many token ids the prompt gives directly (as `[1, 2]` or `[[1], [2]]`)."""
+        value = payload[self.text_field]
+        if not isinstance(value, list):
+            return 0
+        return sum(len(v) if isinstance(v, list) else isinstance(v, int) for v in value)
+
     def redact(self, payload: dict[str, Any], redact: TextFilter) -> dict[str, Any]:
         value = payload[self.text_field]
         if isinstance(value, str):
@@ -150,6 +164,12 @@ class ChatRoute(RouteAdapter):
 
     def texts(self, payload: dict[str, Any]) -> list[str]:
         return message_texts(payload["messages"])
+
+    def prompt_count(self, payload: dict[str, Any]) -> int:
+        return 1
+
+    def prompt_token_ids(self, payload: dict[str, Any]) -> int:
+        return 0
 
     def redact(self, payload: dict[str, Any], redact: TextFilter) -> dict[str, Any]:
         return {**payload, "messages": [_redact_message(m, redact) for m in payload["messages"]]}

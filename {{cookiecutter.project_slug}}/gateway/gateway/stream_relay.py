@@ -184,11 +184,16 @@ class StreamRelay:
     def _outcome(self) -> Outcome:
         answer = self.answer
         input_tokens, output_tokens = usage_tokens(answer.usage)
+        charged = None
         if not answer.usage:
+            # Ended early (client left, upstream broke): charge the prompt as admitted
+            # plus what was streamed so far, never nothing.
             output_tokens = estimate_tokens(answer.output_chars)
+            charged = self.exchange.prompt_estimate + output_tokens
         response = self.route.response(answer)
         complete = self.completed and answer.cacheable and self.status == 200
         return Outcome(
+            charged=charged,
             usage=(input_tokens, output_tokens),
             upstream_seconds=time.perf_counter() - self.exchange.started,
             body=response,

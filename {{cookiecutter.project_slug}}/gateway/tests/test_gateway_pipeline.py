@@ -293,3 +293,52 @@ async def test_several_choices_are_cached_as_a_whole_and_reserved_for(
     streamed = await replayed_stream(state, chat(temperature=0, n=2, stream=True))
     indices = {c["choices"][0]["index"] for c in streamed if c["choices"]}
     assert indices == {0, 1}
+
+
+async def test_token_fields_must_be_integers_and_both_are_capped(
+    make_state: StateFactory, upstream: ScriptedUpstream
+) -> None:
+    state = await make_state(max_tokens_cap=50)
+    cases = [
+        (chat(max_tokens="5"), "max_tokens", "invalid_request"),
+        (chat(max_completion_tokens=5.5), "max_completion_tokens", "invalid_request"),
+        (chat(max_tokens=True), "max_tokens", "invalid_request"),
+        (chat(max_tokens=10, max_completion_tokens=60), "max_completion_tokens", None),
+        (chat(max_tokens=60, max_completion_tokens=10), "max_tokens", None),
+    ]
+    for payload, param, code in cases:
+        with pytest.raises(GatewayError) as refused:
+            await whole(state, CHAT, key(), payload)
+        assert refused.value.status == 400 and refused.value.param == param, payload
+        assert refused.value.code == (code or "max_tokens_exceeded")
+    assert upstream.requests == []
+
+
+async def test_every_prompt_of_a_batch_counts_in_the_reservation(
+    make_state: StateFactory,
+) -> None:
+    state = await make_state()
+    record = key(tpm=10_000)
+    batch = {"model": MODEL, "prompt": ["a" * 400, "b" * 400], "max_tokens": 10, "n": 2}
+    answer = await whole(state, COMPLETION, record, batch)
+    # 800 characters ~ 200 tokens, plus 2 prompts x n=2 x 10 tokens.
+    assert answer.headers["x-ratelimit-remaining-tokens"] == str(10_000 - 200 - 40)
+    ids = {"model": MODEL, "prompt": [[1, 2, 3], [4, 5]], "max_tokens": 10}
+    answer = await whole(state, COMPLETION, key(tpm=10_000), ids)
+    assert answer.headers["x-ratelimit-remaining-tokens"] == str(10_000 - 5 - 20)
+
+
+async def test_a_stream_that_ends_early_is_charged_the_prompt_and_what_was_sent(
+    make_state: StateFactory,
+) -> None:
+    state = await make_state()
+    record = key(tpm=10_000)
+    answer = await state.pipeline.handle(CHAT, record, chat(stream=True, max_tokens=100), "x")
+    assert isinstance(answer, StreamAnswer)
+    sent = [await anext(answer.events), await anext(answer.events)]
+    assert sent[0].startswith(b"data: ")
+    await answer.events.aclose()  # the client left mid-stream: no usage chunk came
+    await _background_done(state)
+    used = (await state.limiter.reserve(record, 1)).used_tokens - 1
+    prompt = 2  # "Hi there": 8 characters
+    assert prompt < used < prompt + 100  # not zero, not the whole reservation
