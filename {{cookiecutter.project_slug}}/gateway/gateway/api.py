@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from gateway.auth import ApiKey, MasterKey
+from gateway.body_limit import documented_body, json_body
 from gateway.deps import PipelineDep, StateDep
 from gateway.errors import GatewayError
 from gateway.http_responses import serve
@@ -35,16 +36,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def _body(route: RouteAdapter) -> dict[str, Any]:
     # The body is read and validated by the pipeline (so unknown fields pass through
-    # unchanged); this only documents it. The schema ref is filled in by app.openapi.
-    model = route.schema
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-            },
-        }
-    }
+    # unchanged); this only documents it.
+    return documented_body(route.schema)
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -124,8 +117,16 @@ class KeyCreate(BaseModel):
     expires_in_seconds: float | None = Field(default=None, gt=0, le=100 * 365 * 86400)
 
 
-@routes.post("/admin/keys", tags=["admin"], status_code=201, responses={403: ERROR_RESPONSES[403]})
-async def create_key(body: KeyCreate, _: MasterKey, state: StateDep) -> Response:
+@routes.post(
+    "/admin/keys",
+    tags=["admin"],
+    status_code=201,
+    responses={403: ERROR_RESPONSES[403]},
+    openapi_extra=documented_body(KeyCreate),
+)
+async def create_key(
+    _: MasterKey, state: StateDep, body: Annotated[KeyCreate, Depends(json_body(KeyCreate))]
+) -> Response:
     """Create a client key; the key is shown once in the response and stored hashed."""
     expires_at = time.time() + body.expires_in_seconds if body.expires_in_seconds else None
     api_key, record = await _key_store_call(

@@ -15,22 +15,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel
 
 from gateway import __version__
 from gateway.api import routes
+from gateway.body_limit import DOCUMENTED_BODIES, BodyLimit
 from gateway.errors import install_error_handlers
-from gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from gateway.settings import Settings
 from gateway.state import GatewayState
 from gateway.tracing import tracing_requested
 
 log = logging.getLogger("gateway")
-DOCUMENTED_BODIES: tuple[type[BaseModel], ...] = (
-    ChatCompletionRequest,
-    CompletionRequest,
-    EmbeddingRequest,
-)
 
 
 def _optional_part(module: str) -> Any | None:
@@ -61,6 +55,7 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
     )
     app.state.gateway = state
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=state.settings.max_body_bytes)
     app.include_router(routes)
     rag = _optional_part("gateway.rag.api")
     if rag is not None:
@@ -75,7 +70,7 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
 
 
 def _document_bodies(app: FastAPI) -> None:
-    """Add the request models (read by the pipeline itself) to the OpenAPI schema."""
+    """Add the request models (read by the routes themselves) to the OpenAPI schema."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -83,7 +78,7 @@ def _document_bodies(app: FastAPI) -> None:
             return app.openapi_schema
         schema = original()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in DOCUMENTED_BODIES:
+        for model in dict.fromkeys(DOCUMENTED_BODIES):
             model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(model_schema.pop("$defs", {}))
             components[model.__name__] = model_schema

@@ -1,5 +1,5 @@
-"""Turning the pipeline's answers into HTTP: reading a bounded body, and the SSE
-response that notices a client leaving at once."""
+"""Turning the pipeline's answers into HTTP: `serve` (one OpenAI route: body in, answer
+out) and the SSE response that notices a client leaving at once."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.cache import bypass_requested
-from gateway.errors import GatewayError
 from gateway.keys import KeyRecord
 from gateway.pipeline import Answer, Pipeline
 from gateway.route_adapters import RouteAdapter
@@ -42,33 +41,12 @@ class SSEResponse(StreamingResponse):
                     await closer()
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body; 413 as soon as it exceeds `limit` bytes (declared or read)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise GatewayError(413, f"Request body exceeds {limit} bytes.", code="body_too_large")
-    # Read incrementally so a chunked upload without content-length cannot make the
-    # gateway buffer more than the limit.
-    parts: list[bytes] = []
-    size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise GatewayError(413, f"Request body exceeds {limit} bytes.", code="body_too_large")
-        parts.append(part)
-    return b"".join(parts)
-
-
 async def serve(
     request: Request, key: KeyRecord, pipeline: Pipeline, route: RouteAdapter
 ) -> Response:
     """One OpenAI route: body in, the pipeline's answer out."""
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-    try:
-        body = await read_body(request, pipeline.settings.max_body_bytes)
-    except GatewayError as exc:
-        exc.headers.setdefault("x-request-id", request_id)
-        raise
+    body = await request.body()  # bounded by the BodyLimit middleware (body_limit.py)
     answer = await pipeline.handle(
         route, key, body, request_id, bypass_cache=bypass_requested(request.headers)
     )

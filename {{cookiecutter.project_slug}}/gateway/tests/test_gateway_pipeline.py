@@ -342,3 +342,33 @@ async def test_a_stream_that_ends_early_is_charged_the_prompt_and_what_was_sent(
     used = (await state.limiter.reserve(record, 1)).used_tokens - 1
     prompt = 2  # "Hi there": 8 characters
     assert prompt < used < prompt + 100  # not zero, not the whole reservation
+
+
+async def test_auth_runs_before_any_body_is_read_and_every_route_limits_its_body(
+    make_state: StateFactory,
+) -> None:
+    state = await make_state(master_key="sk-body-test", max_body_bytes=2048)
+    reads = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal reads
+        while True:  # a body that never ends: reading it would hang the request
+            reads += 1
+            yield b'{"name": "x", ' if reads == 1 else b" " * 512
+            await asyncio.sleep(0)
+
+    transport = httpx.ASGITransport(app=create_app(state=state))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        for path in ("/admin/keys", "/v1/chat/completions"):
+            reads = 0
+            response = await client.post(path, content=endless())
+            assert response.status_code == 401, (path, response.text)
+            assert reads == 0, path  # refused before the first byte of the body
+        master = {"authorization": "Bearer sk-body-test"}
+        for path in ("/admin/keys", "/v1/chat/completions"):
+            response = await client.post(path, content=endless(), headers=master)
+            assert response.status_code == 413, (path, response.text)
+            assert response.json()["error"]["code"] == "body_too_large"
+        # Still answering afterwards.
+        created = await client.post("/admin/keys", json={"name": "after"}, headers=master)
+        assert created.status_code == 201, created.text

@@ -23,6 +23,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from starlette.requests import HTTPConnection
 
 from gateway.auth import ApiKey
+from gateway.body_limit import documented_body, json_body
 from gateway.errors import GatewayError
 from gateway.rag.runtime import RagRuntime
 from gateway.rag.schemas import (
@@ -58,8 +59,14 @@ RuntimeDep = Annotated[RagRuntime, Depends(get_runtime)]
 routes = APIRouter(tags=["rag"])
 
 
-@routes.post("/v1/rag/chat", response_model=RagChatResponse)
-async def rag_chat(body: RagChatRequest, key: ApiKey, runtime: RuntimeDep) -> Any:
+RagBody = Annotated[RagChatRequest, Depends(json_body(RagChatRequest))]
+
+
+@routes.post(
+    "/v1/rag/chat", response_model=RagChatResponse, openapi_extra=documented_body(RagChatRequest)
+)
+async def rag_chat(key: ApiKey, runtime: RuntimeDep, body: RagBody) -> Any:
+    # Parameter order is dependency order: the key is checked before the body is read.
     turn_id = f"rag-{uuid.uuid4().hex}"
     with tracer.start_as_current_span("rag.chat") as span:
         span.set_attribute("rag.collection", body.collection)
