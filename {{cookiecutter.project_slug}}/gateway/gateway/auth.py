@@ -1,7 +1,7 @@
 """API key authentication as FastAPI dependencies.
 
 `require_api_key` returns the caller's `KeyRecord` (the key itself never leaves this
-module, and is never logged). Other routers (RAG) use the `ApiKey` alias.
+module, and is never logged). Other route modules (RAG) use the `ApiKey` alias.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ class SemanticCache:
             name=f"gw-semcache-v{self.settings.cache_version}-{model_tag}-{dims}",
             distance_threshold=self.settings.semantic_cache_distance_threshold,
             ttl=self.settings.semantic_cache_ttl_seconds,
-            # Vectors always come from the gateway's router; this only carries dims.
+            # Vectors always come from the gateway's upstreams; this only carries dims.
             vectorizer=BaseVectorizer(model=self.settings.embedding_model, dims=dims),
             filterable_fields=[{"name": "scope", "type": "tag"}],
             # Index management is synchronous in RedisVL (this runs in a thread).
