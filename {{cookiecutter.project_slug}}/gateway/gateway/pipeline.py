@@ -13,12 +13,14 @@ spans apply to every model call alike. Built once at startup with its collaborat
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
 import orjson
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from gateway import sse
@@ -315,11 +317,12 @@ class Pipeline:
             # Ask for usage anyway to settle the token reservation; the client never sees it.
             options = {**(payload.get("stream_options") or {}), "include_usage": True}
             payload = {**payload, "stream_options": options}
-        if self.tracing:
-            exchange.span = self._start_span(exchange, request)
-        call = await self.upstreams.open(
-            request.route.path, payload, request.model, {"x-request-id": exchange.request_id}
-        )
+        span = exchange.span = self._start_span(exchange, request) if self.tracing else None
+        # The upstream call's own spans (httpx) become children of the GenAI span.
+        with trace.use_span(span, end_on_exit=False) if span else contextlib.nullcontext():
+            call = await self.upstreams.open(
+                request.route.path, payload, request.model, {"x-request-id": exchange.request_id}
+            )
         if exchange.span is not None:
             exchange.span.set_attribute("server.address", call.upstream.name)
         return call
