@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import orjson
 from opentelemetry import trace
+from opentelemetry.trace import Span
 from pydantic import ValidationError
 
 from gateway import sse
@@ -38,7 +39,7 @@ from gateway.exchange import (
 from gateway.genai_spans import start_span
 from gateway.guardrails import Guardrails, GuardrailViolation
 from gateway.keys import KeyRecord
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import LimitDecision, RateLimiter
 from gateway.redis_store import RedisStore, RedisUnavailable
 from gateway.route_adapters import RouteAdapter
 from gateway.semantic_cache import SemanticCache, semantic_key
@@ -327,7 +328,7 @@ class Pipeline:
             exchange.span.set_attribute("server.address", call.upstream.name)
         return call
 
-    def _start_span(self, exchange: Exchange, request: Admitted) -> Any:
+    def _start_span(self, exchange: Exchange, request: Admitted) -> Span:
         ids = {"gateway.request_id": exchange.request_id, "gateway.key_id": exchange.key.id}
         texts = request.texts if self.settings.capture_content else None
         return start_span(request.route.operation, request.model, request.payload, ids, texts)
@@ -433,7 +434,7 @@ def _cap_max_tokens(payload: dict[str, Any], cap: int | None) -> int | None:
     return max(requested.values()) if requested else None
 
 
-def _rate_limited(decision: Any, tokens: int) -> GatewayError:
+def _rate_limited(decision: LimitDecision, tokens: int) -> GatewayError:
     if decision.limit == "tokens" and decision.tpm is not None and tokens > decision.tpm:
         message = (
             f"This request needs about {tokens} tokens, more than the key's limit of "
