@@ -47,12 +47,8 @@ def env_names(settings_class: type[BaseSettings]) -> set[str]:
 
 
 def gateway_env_names() -> set[str]:
-    names = env_names(GatewaySettings)
-    try:
-        from gateway.rag.settings import RagSettings
-    except ImportError:  # a bake without RAG
-        return names
-    return names | env_names(RagSettings)
+    # RAG's settings (GATEWAY_RAG_*) are part of the gateway's.
+    return env_names(GatewaySettings)
 
 
 @pytest.fixture(scope="module")

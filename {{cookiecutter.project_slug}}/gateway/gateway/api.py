@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from gateway import proxy
 from gateway.auth import ApiKey, MasterKey
+from gateway.body_limit import documented_body, json_body
+from gateway.deps import PipelineDep, StateDep
 from gateway.errors import GatewayError
-from gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from gateway.state import get_state
+from gateway.http_responses import serve
+from gateway.redis_store import RedisUnavailable
+from gateway.route_adapters import CHAT, COMPLETION, EMBEDDING, RouteAdapter
 
-router = APIRouter()
+routes = APIRouter()
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "Invalid request"},
@@ -32,72 +34,63 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _body(model: type[BaseModel]) -> dict[str, Any]:
+def _body(route: RouteAdapter) -> dict[str, Any]:
     # The body is read and validated by the pipeline (so unknown fields pass through
-    # unchanged); this only documents it. The schema ref is filled in by app.openapi.
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-            },
-        }
-    }
+    # unchanged); this only documents it.
+    return documented_body(route.schema)
 
 
 def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-@router.post(
+@routes.post(
     "/v1/chat/completions",
-    openapi_extra=_body(ChatCompletionRequest),
+    openapi_extra=_body(CHAT),
     responses=ERROR_RESPONSES,
     tags=["openai"],
 )
-async def chat_completions(request: Request, key: ApiKey) -> Response:
-    return await proxy.handle(request, key, "chat")
+async def chat_completions(request: Request, key: ApiKey, pipeline: PipelineDep) -> Response:
+    return await serve(request, key, pipeline, CHAT)
 
 
-@router.post(
+@routes.post(
     "/v1/completions",
-    openapi_extra=_body(CompletionRequest),
+    openapi_extra=_body(COMPLETION),
     responses=ERROR_RESPONSES,
     tags=["openai"],
 )
-async def completions(request: Request, key: ApiKey) -> Response:
-    return await proxy.handle(request, key, "completion")
+async def completions(request: Request, key: ApiKey, pipeline: PipelineDep) -> Response:
+    return await serve(request, key, pipeline, COMPLETION)
 
 
-@router.post(
+@routes.post(
     "/v1/embeddings",
-    openapi_extra=_body(EmbeddingRequest),
+    openapi_extra=_body(EMBEDDING),
     responses=ERROR_RESPONSES,
     tags=["openai"],
 )
-async def embeddings(request: Request, key: ApiKey) -> Response:
-    return await proxy.handle(request, key, "embedding")
+async def embeddings(request: Request, key: ApiKey, pipeline: PipelineDep) -> Response:
+    return await serve(request, key, pipeline, EMBEDDING)
 
 
-@router.get("/v1/models", tags=["openai"], responses={401: ERROR_RESPONSES[401]})
-async def list_models(request: Request, key: ApiKey) -> Response:
-    state = get_state(request)
-    names = [m for m in state.router.model_names() if key.allows_model(m)]
+@routes.get("/v1/models", tags=["openai"], responses={401: ERROR_RESPONSES[401]})
+async def list_models(key: ApiKey, state: StateDep) -> Response:
+    names = [m for m in state.upstreams.model_names() if key.allows_model(m)]
     data = [{"id": name, "object": "model", "created": 0, "owned_by": "gateway"} for name in names]
     return _json({"object": "list", "data": data})
 
 
-@router.get("/healthz", tags=["health"])
+@routes.get("/healthz", tags=["health"])
 async def healthz() -> Response:
     return _json({"status": "ok"})
 
 
-@router.get("/readyz", tags=["health"])
-async def readyz(request: Request) -> Response:
-    state = get_state(request)
+@routes.get("/readyz", tags=["health"])
+async def readyz(state: StateDep) -> Response:
     redis_ok = await state.store.ping()
     state.metrics.redis_up.set(1 if redis_ok else 0)
-    upstreams = await state.router.probe()
+    upstreams = await state.upstreams.probe()
     body = {
         "status": "ok" if redis_ok else "degraded",
         "redis": "up" if redis_ok else "down",
@@ -106,9 +99,9 @@ async def readyz(request: Request) -> Response:
     return _json(body, 200 if any(upstreams.values()) else 503)
 
 
-@router.get("/metrics", tags=["health"], include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    registry = get_state(request).metrics.registry
+@routes.get("/metrics", tags=["health"], include_in_schema=False)
+async def metrics(state: StateDep) -> Response:
+    registry = state.metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -124,35 +117,39 @@ class KeyCreate(BaseModel):
     expires_in_seconds: float | None = Field(default=None, gt=0, le=100 * 365 * 86400)
 
 
-@router.post("/admin/keys", tags=["admin"], status_code=201, responses={403: ERROR_RESPONSES[403]})
-async def create_key(request: Request, body: KeyCreate, _: MasterKey) -> Response:
+@routes.post(
+    "/admin/keys",
+    tags=["admin"],
+    status_code=201,
+    responses={403: ERROR_RESPONSES[403]},
+    openapi_extra=documented_body(KeyCreate),
+)
+async def create_key(
+    _: MasterKey, state: StateDep, body: Annotated[KeyCreate, Depends(json_body(KeyCreate))]
+) -> Response:
     """Create a client key; the key is shown once in the response and stored hashed."""
     expires_at = time.time() + body.expires_in_seconds if body.expires_in_seconds else None
     api_key, record = await _key_store_call(
-        get_state(request).keys.create(
-            body.name, body.models, body.rpm, body.tpm, body.max_tokens, expires_at
-        )
+        state.keys.create(body.name, body.models, body.rpm, body.tpm, body.max_tokens, expires_at)
     )
     return _json({"key": api_key, **record.public()}, 201)
 
 
-@router.get("/admin/keys", tags=["admin"], responses={403: ERROR_RESPONSES[403]})
-async def list_keys(request: Request, _: MasterKey) -> Response:
-    records = await _key_store_call(get_state(request).keys.list_records())
+@routes.get("/admin/keys", tags=["admin"], responses={403: ERROR_RESPONSES[403]})
+async def list_keys(_: MasterKey, state: StateDep) -> Response:
+    records = await _key_store_call(state.keys.list_records())
     return _json({"data": [r.public() for r in records]})
 
 
-@router.delete("/admin/keys/{id_or_name}", tags=["admin"], responses={404: ERROR_RESPONSES[404]})
-async def revoke_key(request: Request, id_or_name: str, _: MasterKey) -> Response:
-    revoked = await _key_store_call(get_state(request).keys.revoke(id_or_name))
+@routes.delete("/admin/keys/{id_or_name}", tags=["admin"], responses={404: ERROR_RESPONSES[404]})
+async def revoke_key(id_or_name: str, _: MasterKey, state: StateDep) -> Response:
+    revoked = await _key_store_call(state.keys.revoke(id_or_name))
     if not revoked:
         raise GatewayError(404, f"No key with id or name '{id_or_name}'.", code="key_not_found")
     return _json({"revoked": [r.id for r in revoked]})
 
 
 async def _key_store_call(awaitable: Any) -> Any:
-    from gateway.redis_store import RedisUnavailable
-
     try:
         return await awaitable
     except RedisUnavailable:

@@ -1,4 +1,10 @@
-"""The FastAPI application: `create_app(settings)`."""
+"""The FastAPI application: `create_app(settings, state)`.
+
+The factory takes the settings, or a ready `GatewayState` (tests build one against a
+real Redis and a scripted upstream); the lifespan starts and stops that state. An
+optional part (RAG) is a module with `routes` and `create_runtime(state)`, present
+only when the project was generated with it.
+"""
 
 from __future__ import annotations
 
@@ -9,36 +15,29 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel
 
 from gateway import __version__
-from gateway.api import router as api_router
+from gateway.api import routes
+from gateway.body_limit import DOCUMENTED_BODIES, BodyLimit
 from gateway.errors import install_error_handlers
-from gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from gateway.settings import Settings
 from gateway.state import GatewayState
 from gateway.tracing import tracing_requested
 
 log = logging.getLogger("gateway")
-DOCUMENTED_BODIES: tuple[type[BaseModel], ...] = (
-    ChatCompletionRequest,
-    CompletionRequest,
-    EmbeddingRequest,
-)
 
 
-def _optional_router(module: str) -> Any | None:
+def _optional_part(module: str) -> Any | None:
     try:
-        return importlib.import_module(module).router
+        return importlib.import_module(module)
     except ImportError as exc:
         if exc.name and module.startswith(exc.name):
             return None  # the part was not generated (enable_rag=no)
         raise
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
-    state = GatewayState(settings)
+def create_app(settings: Settings | None = None, state: GatewayState | None = None) -> FastAPI:
+    state = state or GatewayState(settings or Settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,10 +55,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.gateway = state
     install_error_handlers(app)
-    app.include_router(api_router)
-    rag_router = _optional_router("gateway.rag.api")
-    if rag_router is not None:
-        app.include_router(rag_router)
+    app.add_middleware(BodyLimit, limit=state.settings.max_body_bytes)
+    app.include_router(routes)
+    rag = _optional_part("gateway.rag.api")
+    if rag is not None:
+        app.state.rag = rag.create_runtime(state)
+        app.include_router(rag.routes)
     _document_bodies(app)
     if tracing_requested():
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -69,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _document_bodies(app: FastAPI) -> None:
-    """Add the request models (read by the pipeline itself) to the OpenAPI schema."""
+    """Add the request models (read by the routes themselves) to the OpenAPI schema."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -77,7 +78,7 @@ def _document_bodies(app: FastAPI) -> None:
             return app.openapi_schema
         schema = original()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in DOCUMENTED_BODIES:
+        for model in dict.fromkeys(DOCUMENTED_BODIES):
             model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(model_schema.pop("$defs", {}))
             components[model.__name__] = model_schema

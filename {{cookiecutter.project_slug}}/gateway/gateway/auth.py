@@ -1,7 +1,7 @@
 """API key authentication as FastAPI dependencies.
 
 `require_api_key` returns the caller's `KeyRecord` (the key itself never leaves this
-module, and is never logged). Other routers (RAG) use the `ApiKey` alias.
+module, and is never logged). Other route modules (RAG) use the `ApiKey` alias.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from gateway.deps import StateDep
 from gateway.errors import GatewayError
 from gateway.keys import KeyLookupUnavailable, KeyRecord
-from gateway.state import get_state
 
 
 def presented_key(request: Request) -> str | None:
@@ -24,7 +24,7 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or request.headers.get("api-key")
 
 
-async def require_api_key(request: Request) -> KeyRecord:
+async def require_api_key(request: Request, state: StateDep) -> KeyRecord:
     token = presented_key(request)
     if not token:
         raise GatewayError(
@@ -33,7 +33,7 @@ async def require_api_key(request: Request) -> KeyRecord:
             code="missing_api_key",
         )
     try:
-        record = await get_state(request).keys.verify(token)
+        record = await state.keys.verify(token)
     except KeyLookupUnavailable:
         raise GatewayError(
             503,

@@ -65,8 +65,8 @@ def _with_keys(fn: Callable[[KeyStore], Awaitable[T]]) -> T:
     settings = _load_settings()
 
     async def run() -> T:
-        store = RedisStore(settings)
-        store.timeout = max(store.timeout, 2.0)
+        # A command may wait longer for Redis than a request does.
+        store = RedisStore(settings, timeout_seconds=max(settings.redis_timeout_seconds, 2.0))
         try:
             return await fn(KeyStore(store, settings.master_key, 0))
         finally:

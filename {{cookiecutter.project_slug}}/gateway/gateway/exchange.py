@@ -1,5 +1,12 @@
-"""One request's bookkeeping through the pipeline: its route, key, timings, limit
-reservation and response headers, and the metrics and access log line at its end."""
+"""One request's bookkeeping through the pipeline, and the one place it ends.
+
+An `Exchange` is opened when the pipeline takes a request (the in-flight gauge goes
+up) and closed exactly once by `close(status, outcome)`: it settles the token
+reservation, records usage, ends the GenAI span, fills the caches with a complete
+answer, writes the request metrics and the access log line, and lowers the in-flight
+gauge. The pipeline calls it from one `finally` for JSON answers; the stream relay
+from one `finally` for streams.
+"""
 
 from __future__ import annotations
 
@@ -7,46 +14,75 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel
+from opentelemetry.trace import Span
 
+from gateway.cache import ExactCache
+from gateway.genai_spans import end_span
 from gateway.keys import KeyRecord
-from gateway.ratelimit import LimitDecision
+from gateway.metrics import GatewayMetrics
+from gateway.ratelimit import LimitDecision, RateLimiter
 from gateway.redis_store import RedisUnavailable
-from gateway.schemas import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    EmbeddingRequest,
-)
-from gateway.state import GatewayState
+from gateway.route_adapters import RouteAdapter
+from gateway.semantic_cache import SemanticCache
 
 access_log = logging.getLogger("gateway.access")
-
-Route = Literal["chat", "completion", "embedding"]
+Background = Callable[[Coroutine[Any, Any, None]], None]
 
 
 @dataclass(frozen=True)
-class RouteSpec:
-    path: str
-    schema: type[BaseModel]
-    operation: str  # GenAI operation name
+class SemanticEntry:
+    """Where a semantic-cache miss will be stored: scope, prompt and its vector."""
+
+    scope: str
+    prompt: str
+    vector: list[float] | None = None
 
 
-ROUTES: dict[Route, RouteSpec] = {
-    "chat": RouteSpec("/chat/completions", ChatCompletionRequest, "chat"),
-    "completion": RouteSpec("/completions", CompletionRequest, "text_completion"),
-    "embedding": RouteSpec("/embeddings", EmbeddingRequest, "embeddings"),
-}
+@dataclass(frozen=True)
+class CachePlan:
+    """How one request uses the caches: the exact key (None: bypassed) and, for the
+    semantic cache, the entry to look up and later fill (None: not used)."""
+
+    exact_key: str | None = None
+    semantic: SemanticEntry | None = None
+
+
+@dataclass
+class Outcome:
+    """What an answer amounted to, for `Exchange.close`."""
+
+    usage: tuple[int, int] = (0, 0)  # input, output tokens
+    upstream_seconds: float | None = None  # set when an upstream answered
+    body: dict[str, Any] | None = None  # the answer, for the span
+    output_text: str | None = None
+    cache_body: bytes | None = None  # a complete answer the caches may keep
+    error_type: str | None = None
+    charged: int | None = None  # tokens to settle at, when not the usage (an early end)
+
+
+@dataclass(frozen=True)
+class Books:
+    """What closing an exchange writes to: built once with the pipeline."""
+
+    metrics: GatewayMetrics
+    limiter: RateLimiter
+    cache: ExactCache
+    semantic: SemanticCache
+    background: Background
+    access_log: bool = False
+    capture_content: bool = False
 
 
 @dataclass
 class Exchange:
     """What the pipeline knows about one request while handling it."""
 
-    state: GatewayState
-    route: Route
+    books: Books
+    route: RouteAdapter
     key: KeyRecord
     request_id: str
     started: float = field(default_factory=time.perf_counter)
@@ -54,45 +90,91 @@ class Exchange:
     upstream_seconds: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     limit: LimitDecision | None = None
-    settled: bool = False
-    finished: bool = False
+    plan: CachePlan = field(default_factory=CachePlan)
+    span: Span | None = None
+    prompt_estimate: int = 0  # the prompt's tokens as admitted (for an answer without usage)
+    closed: bool = False
+
+    def __post_init__(self) -> None:
+        self.books.metrics.in_flight.inc()
 
     def overhead_ms(self) -> float:
         return max(0.0, (time.perf_counter() - self.started - self.upstream_seconds) * 1000)
 
-    def finish(self, status: int) -> None:
-        if self.finished:
+    def response_headers(self) -> dict[str, str]:
+        return {
+            **self.headers,
+            "x-request-id": self.request_id,
+            "x-gateway-overhead-ms": f"{self.overhead_ms():.3f}",
+        }
+
+    async def close(self, status: int, outcome: Outcome | None = None) -> None:
+        """End the request: settle, usage, span, caches, metrics, log (once)."""
+        if self.closed:
             return
-        self.finished = True
-        metrics = self.state.metrics
+        self.closed = True
+        outcome = outcome or Outcome()
+        try:
+            self._settle(outcome.charged if outcome.charged is not None else sum(outcome.usage))
+            self._record_usage(outcome)
+            if self.span is not None:
+                self._end_span(outcome)
+            if status == 200 and outcome.cache_body is not None:
+                await self._fill_caches(outcome.cache_body)
+        finally:
+            self._record_request(status)
+
+    def _settle(self, actual_tokens: int) -> None:
+        """Replace the token reservation with the real usage, off the request path
+        (until it lands, the larger reservation counts: limits err on the safe side)."""
+        limit = self.limit
+        if limit is None or not limit.allowed or actual_tokens == limit.reserved:
+            return
+        self.books.background(self._settle_in_redis(limit, actual_tokens))
+
+    async def _settle_in_redis(self, limit: LimitDecision, actual_tokens: int) -> None:
+        # If Redis is down the reservation stands; it expires with its window.
+        with contextlib.suppress(RedisUnavailable):
+            await self.books.limiter.settle(self.key, limit, actual_tokens)
+
+    def _record_usage(self, outcome: Outcome) -> None:
+        if outcome.upstream_seconds is None:
+            return
+        metrics, operation = self.books.metrics, self.route.operation
+        metrics.record_usage(operation, self.model, *outcome.usage)
+        metrics.genai_duration.labels(operation, self.model).observe(outcome.upstream_seconds)
+
+    def _end_span(self, outcome: Outcome) -> None:
+        assert self.span is not None
+        text = outcome.output_text if self.books.capture_content else None
+        end_span(self.span, outcome.body, outcome.usage, text, outcome.error_type)
+
+    async def _fill_caches(self, body: bytes) -> None:
+        plan = self.plan
+        if plan.exact_key is not None:
+            with contextlib.suppress(RedisUnavailable):
+                await self.books.cache.set(plan.exact_key, body)
+        entry = plan.semantic
+        if entry is not None and entry.vector is not None:
+            await self.books.semantic.store_response(entry.scope, entry.prompt, entry.vector, body)
+
+    def _record_request(self, status: int) -> None:
+        metrics = self.books.metrics
         elapsed = time.perf_counter() - self.started
-        metrics.request_done(self.route, status, self.model, elapsed, self.upstream_seconds)
-        if self.state.settings.access_log:
+        metrics.request_done(self.route.name, status, self.model, elapsed, self.upstream_seconds)
+        metrics.in_flight.dec()
+        if self.books.access_log:
             access_log.info(
                 "request",
                 extra={
                     "request_id": self.request_id,
-                    "route": self.route,
+                    "route": self.route.name,
                     "status": status,
                     "model": self.model,
                     "key_id": self.key.id,
                     "duration_ms": round(elapsed * 1000, 2),
                 },
             )
-
-    async def settle(self, actual_tokens: int) -> None:
-        """Replace the token reservation with the real usage, off the request path
-        (until it lands, the larger reservation counts: limits err on the safe side)."""
-        if self.settled or self.limit is None or not self.limit.allowed:
-            return
-        self.settled = True
-        if actual_tokens != self.limit.reserved:
-            self.state.background(self._settle(self.limit, actual_tokens))
-
-    async def _settle(self, limit: LimitDecision, actual_tokens: int) -> None:
-        # If Redis is down the reservation stands; it expires with its window.
-        with contextlib.suppress(RedisUnavailable):
-            await self.state.limiter.settle(self.key, limit, actual_tokens)
 
 
 def estimate_tokens(chars: int) -> int:
@@ -105,11 +187,3 @@ def usage_tokens(usage: dict[str, Any] | None) -> tuple[int, int]:
     if not usage:
         return 0, 0
     return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-
-
-def response_headers(exchange: Exchange) -> dict[str, str]:
-    return {
-        **exchange.headers,
-        "x-request-id": exchange.request_id,
-        "x-gateway-overhead-ms": f"{exchange.overhead_ms():.3f}",
-    }

@@ -8,7 +8,6 @@ from typing import Any
 import orjson
 from opentelemetry.trace import Span, SpanKind
 
-from gateway.exchange import Exchange, RouteSpec, usage_tokens
 from gateway.tracing import tracer
 
 REQUEST_ATTRIBUTES = (
@@ -22,45 +21,41 @@ REQUEST_ATTRIBUTES = (
 
 
 def start_span(
-    exchange: Exchange,
-    spec: RouteSpec,
-    payload: dict[str, Any],
+    operation: str,
     model: str,
-    texts: list[str],
-) -> Span | None:
-    if not exchange.state.tracing:
-        return None
-    span = tracer().start_span(f"{spec.operation} {model}", kind=SpanKind.CLIENT)
-    span.set_attribute("gen_ai.operation.name", spec.operation)
+    payload: dict[str, Any],
+    ids: dict[str, str],
+    texts: list[str] | None,
+) -> Span:
+    """A client span for one upstream operation; `texts` only when content is captured."""
+    span = tracer().start_span(f"{operation} {model}", kind=SpanKind.CLIENT)
+    span.set_attribute("gen_ai.operation.name", operation)
     span.set_attribute("gen_ai.provider.name", "openai")
     span.set_attribute("gen_ai.request.model", model)
-    for name in (
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "seed",
-        "frequency_penalty",
-        "presence_penalty",
-    ):
+    for name in REQUEST_ATTRIBUTES:
         value = payload.get(name)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             span.set_attribute(f"gen_ai.request.{name}", value)
-    span.set_attribute("gateway.request_id", exchange.request_id)
-    span.set_attribute("gateway.key_id", exchange.key.id)
-    if exchange.state.settings.capture_content:
+    for name, value in ids.items():
+        span.set_attribute(name, value)
+    if texts is not None:
         span.set_attribute("gen_ai.input.messages", orjson.dumps(texts).decode())
     return span
 
 
 def end_span(
-    exchange: Exchange, span: Span | None, body: dict[str, Any] | None, output_text: str | None
+    span: Span,
+    body: dict[str, Any] | None,
+    usage: tuple[int, int],
+    output_text: str | None,
+    error_type: str | None,
 ) -> None:
-    if span is None:
-        return
+    """Record the answer (usage, ids, finish reasons, text when captured) and end."""
+    if error_type is not None:
+        span.set_attribute("error.type", error_type)
     if body:
-        input_tokens, output_tokens = usage_tokens(body.get("usage"))
-        span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
+        span.set_attribute("gen_ai.usage.input_tokens", usage[0])
+        span.set_attribute("gen_ai.usage.output_tokens", usage[1])
         if body.get("model"):
             span.set_attribute("gen_ai.response.model", body["model"])
         if body.get("id"):
@@ -70,16 +65,6 @@ def end_span(
         ]
         if reasons:
             span.set_attribute("gen_ai.response.finish_reasons", reasons)
-    if output_text is not None and exchange.state.settings.capture_content:
+    if output_text is not None:
         span.set_attribute("gen_ai.output.messages", orjson.dumps([output_text]).decode())
     span.end()
-
-
-def first_text(body: dict[str, Any]) -> str | None:
-    choices = body.get("choices") or [{}]
-    message = choices[0].get("message")
-    if isinstance(message, dict):
-        content = message.get("content")
-        return content if isinstance(content, str) else None
-    text = choices[0].get("text")
-    return text if isinstance(text, str) else None

@@ -1,4 +1,5 @@
-"""Prometheus metrics served on `/metrics` (names are a contract: DESIGN.md).
+"""Prometheus metrics served on `/metrics` (the names are a contract with the
+dashboards: docs/gateway.md, "Observability", lists them).
 
 Each app gets its own registry so several apps in one process (tests) never clash.
 The OpenTelemetry GenAI client metrics are exported under their Prometheus names
@@ -123,7 +124,6 @@ class GatewayMetrics:
         children[0].inc()
         children[1].observe(elapsed)
         children[2].observe(max(0.0, elapsed - upstream))
-        self.in_flight.dec()
 
     def record_usage(
         self, operation: str, model: str, input_tokens: int, output_tokens: int

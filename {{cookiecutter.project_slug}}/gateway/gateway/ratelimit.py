@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.keys import KeyRecord
-from gateway.redis_store import RedisStore
+from gateway.redis_store import Command, RedisStore
 
 WINDOW_SECONDS = 60
 
@@ -97,13 +97,9 @@ class RateLimiter:
     def applies_to(record: KeyRecord) -> bool:
         return bool(record.rpm or record.tpm)
 
-    async def reserve(
-        self, record: KeyRecord, tokens: int, also_get: str | None = None
-    ) -> tuple[LimitDecision, bytes | None]:
-        """Count one request and reserve `tokens`, or refuse; raises RedisUnavailable.
-
-        `also_get` names a key (the exact-cache entry) read in the same round trip.
-        """
+    def reserve_command(self, record: KeyRecord, tokens: int) -> Command:
+        """The Redis command that counts one request and reserves `tokens` (to run alone
+        with `reserve`, or beside other work with `RedisStore.call_and_get`)."""
         keys = [limit_key(record.id)]
         args: list[str | int] = [
             "reserve",
@@ -112,19 +108,12 @@ class RateLimiter:
             record.tpm or 0,
             tokens,
         ]
+        return lambda client: self.script(keys=keys, args=args, client=client)
 
-        async def run(r: Any) -> list[Any]:
-            if also_get is None:
-                return [await self.script(keys=keys, args=args, client=r)]
-            async with r.pipeline(transaction=False) as pipe:
-                await self.script(keys=keys, args=args, client=pipe)
-                pipe.get(also_get)
-                results: list[Any] = await pipe.execute()
-                return results
-
-        results = await self.store.call(run)
-        allowed, limit, used_requests, used_tokens, retry, window = results[0]
-        decision = LimitDecision(
+    @staticmethod
+    def decision(record: KeyRecord, tokens: int, raw: list[Any]) -> LimitDecision:
+        allowed, limit, used_requests, used_tokens, retry, window = raw
+        return LimitDecision(
             allowed=bool(allowed),
             limit=limit.decode() if isinstance(limit, bytes) else str(limit),
             rpm=record.rpm,
@@ -135,7 +124,11 @@ class RateLimiter:
             window=int(window),
             reserved=tokens if allowed else 0,
         )
-        return decision, results[1] if also_get is not None else None
+
+    async def reserve(self, record: KeyRecord, tokens: int) -> LimitDecision:
+        """Count one request and reserve `tokens`, or refuse; raises RedisUnavailable."""
+        raw = await self.store.call(self.reserve_command(record, tokens))
+        return self.decision(record, tokens, raw)
 
     async def settle(self, record: KeyRecord, decision: LimitDecision, actual_tokens: int) -> None:
         """Replace the reservation with the real usage. Raises RedisUnavailable."""

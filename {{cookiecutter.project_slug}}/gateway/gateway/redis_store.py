@@ -1,15 +1,18 @@
 """The gateway's Redis connection: short timeouts and a circuit breaker on every call.
 
-Callers use `call(fn)`; when Redis is slow or down it raises `RedisUnavailable` quickly
+This is the only module that creates Redis clients for the running gateway (keys,
+limits, both caches, RAG vectors and chat history all share `RedisStore.client`; a
+command line may open its own in its `cli.py`). One failure policy: every call goes
+through `call(fn)`, which raises `RedisUnavailable` quickly when Redis is slow or down
 (at most one timeout, then at once while the breaker is open), so no request waits on
-an outage. Callers decide what an outage means for them (skip cache, fail open, ...).
+an outage. Callers decide what an outage means for them (skip cache, fail open, 503).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -25,10 +28,13 @@ class RedisUnavailable(Exception):
     """Redis could not be reached (timeout, refused, breaker open)."""
 
 
+Command = Callable[[Any], Awaitable[Any]]
+
+
 class RedisStore:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, timeout_seconds: float | None = None) -> None:
         self.url = settings.redis_url
-        self.timeout = settings.redis_timeout_seconds
+        self.timeout = timeout_seconds or settings.redis_timeout_seconds
         self.client: aioredis.Redis = aioredis.Redis.from_url(
             settings.redis_url,
             socket_timeout=self.timeout,
@@ -65,6 +71,32 @@ class RedisStore:
             log.warning("redis available again")
             self._was_down = False
         return result
+
+    async def call_and_get(self, command: Command, key: str | None) -> tuple[Any, bytes | None]:
+        """Run `command` and read `key` in one round trip (one pipeline), so a caller can
+        combine work of two parts (a rate-limit reservation and a cache read) without
+        either knowing of the other. Raises RedisUnavailable."""
+        if key is None:
+            return await self.call(command), None
+
+        async def both(r: aioredis.Redis) -> list[Any]:
+            async with r.pipeline(transaction=False) as pipe:
+                await command(pipe)
+                pipe.get(key)
+                results: list[Any] = await pipe.execute()
+                return results
+
+        result, value = await self.call(both)
+        return result, (bytes(value) if value is not None else None)
+
+    def sync_client(self) -> Any:
+        """A blocking client with the same URL and timeouts, for libraries that manage
+        their indexes synchronously (RedisVL's semantic cache, at startup, off the loop)."""
+        import redis
+
+        return redis.Redis.from_url(
+            self.url, socket_timeout=self.timeout * 4, socket_connect_timeout=self.timeout * 4
+        )
 
     async def ping(self) -> bool:
         try:

@@ -1,4 +1,4 @@
-"""Semantic cache: RedisVL `SemanticCache` with embeddings from the gateway's router.
+"""Semantic cache: RedisVL `SemanticCache` with embeddings from the gateway's upstreams.
 
 Entries are scoped by a tag that hashes the model, the system prompt(s) and the
 generation parameters; a lookup only matches entries of the same scope whose user
@@ -61,6 +61,7 @@ class SemanticCache:
         self.embed = embed
         self.enabled = settings.semantic_cache_enabled
         self._cache: Any = None
+        self._sync_client: Any = None
         self._lock = asyncio.Lock()
         self._warned = False
 
@@ -95,17 +96,21 @@ class SemanticCache:
         from redisvl.utils.vectorize import BaseVectorizer
 
         model_tag = hashlib.sha256(self.settings.embedding_model.encode()).hexdigest()[:8]
-        timeout = self.settings.redis_timeout_seconds * 4
-        return RedisVLSemanticCache(
+        self._sync_client = self.store.sync_client()
+        cache = RedisVLSemanticCache(
             name=f"gw-semcache-v{self.settings.cache_version}-{model_tag}-{dims}",
             distance_threshold=self.settings.semantic_cache_distance_threshold,
             ttl=self.settings.semantic_cache_ttl_seconds,
-            # Vectors always come from the gateway's router; this only carries dims.
+            # Vectors always come from the gateway's upstreams; this only carries dims.
             vectorizer=BaseVectorizer(model=self.settings.embedding_model, dims=dims),
             filterable_fields=[{"name": "scope", "type": "tag"}],
-            redis_url=self.settings.redis_url,
-            connection_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+            # Index management is synchronous in RedisVL (this runs in a thread).
+            redis_client=self._sync_client,
         )
+        # Lookups and stores use the gateway's own async client (redisvl 0.x keeps it
+        # in `_async_redis_client`; it creates one from a URL only when that is unset).
+        cache._async_redis_client = self.store.client
+        return cache
 
     async def lookup(self, scope: str, prompt: str) -> tuple[bytes | None, list[float] | None]:
         """(cached body or None, the prompt's vector to store later)."""
@@ -149,8 +154,9 @@ class SemanticCache:
             log.warning("semantic cache call failed: %s", type(exc).__name__)
 
     async def close(self) -> None:
-        if self._cache is not None:
+        # The async client is the store's (closed with it); only the index client is ours.
+        if self._sync_client is not None:
             try:
-                await self._cache.adisconnect()
+                self._sync_client.close()
             except Exception as exc:  # closing a broken connection must not fail shutdown
                 log.debug("semantic cache disconnect failed: %s", exc)

@@ -11,7 +11,7 @@ import os
 from functools import cached_property
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EXAMPLE_MASTER_KEY = "sk-dev-master-key-change-me"
@@ -52,7 +52,9 @@ def _default_upstreams() -> list[UpstreamConfig]:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
     # Server
     host: str = "0.0.0.0"
@@ -65,7 +67,11 @@ class Settings(BaseSettings):
     access_log: bool = False
 
     # Redis
-    redis_url: str = "redis://127.0.0.1:6380/0"
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6380/0",
+        # GATEWAY_RAG_REDIS_URL was RAG's own; still read when GATEWAY_REDIS_URL is unset.
+        validation_alias=AliasChoices("GATEWAY_REDIS_URL", "GATEWAY_RAG_REDIS_URL"),
+    )
     redis_timeout_seconds: float = Field(
         default=0.25, gt=0, description="Socket and connect timeout of every Redis call."
     )
@@ -135,6 +141,36 @@ class Settings(BaseSettings):
     semantic_cache_ttl_seconds: int = Field(default=3600, ge=1)
     semantic_cache_single_turn_only: bool = True
 
+    # RAG (used when the project has it: gateway/rag/). Same Redis, one client.
+    rag_key_prefix: str = Field(default="rag", pattern=r"^[A-Za-z0-9_-]+$")
+    rag_embedding_model: str | None = Field(
+        default=None, description="Embedding model for RAG; default GATEWAY_EMBEDDING_MODEL."
+    )
+    rag_llm_model: str = DEFAULT_LLM
+    rag_embeddings_base_url: str = Field(
+        default="http://127.0.0.1:8001/v1",
+        description="Where the `rag` CLI gets embeddings (the API uses the pipeline).",
+    )
+    rag_embeddings_api_key: SecretStr | None = None
+    rag_embedding_batch_size: int = Field(default=32, ge=1, le=2048)
+    rag_request_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="Timeout of the `rag` CLI's embedding calls."
+    )
+    rag_redis_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Redis timeout of the `rag` CLI (ingestion)."
+    )
+    rag_chunk_size: int = Field(default=500, ge=50, description="characters per chunk")
+    rag_chunk_overlap: int = Field(default=80, ge=0)
+    rag_max_file_bytes: int = Field(default=20_000_000, ge=1)
+    rag_top_k: int = Field(default=4, ge=1)
+    rag_max_top_k: int = Field(default=20, ge=1)
+    # Cosine similarity in [-1, 1]; chunks below it are never shown to the model.
+    rag_score_threshold: float = Field(default=0.2, ge=-1.0, le=1.0)
+    rag_session_ttl_seconds: int = Field(default=3600, ge=1)
+    rag_history_max_messages: int = Field(default=10, ge=0)
+    rag_max_tokens: int = Field(default=256, ge=1)
+    rag_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+
     # Telemetry
     capture_content: bool = Field(
         default=False, description="Record prompt and completion text in traces (off by default)."
@@ -148,10 +184,22 @@ class Settings(BaseSettings):
                 f"(GATEWAY_ENVIRONMENT={self.environment}); generate one with "
                 "`python -c 'import secrets; print(\"sk-\" + secrets.token_urlsafe(32))'`."
             )
+        if self.rag_chunk_overlap >= self.rag_chunk_size:
+            raise ValueError(
+                "GATEWAY_RAG_CHUNK_OVERLAP must be smaller than GATEWAY_RAG_CHUNK_SIZE "
+                f"({self.rag_chunk_overlap} >= {self.rag_chunk_size})"
+            )
+        if self.rag_top_k > self.rag_max_top_k:
+            raise ValueError("GATEWAY_RAG_TOP_K must not exceed GATEWAY_RAG_MAX_TOP_K")
         names = [u.name for u in self.upstreams]
         if len(names) != len(set(names)):
             raise ValueError("GATEWAY_UPSTREAMS: upstream names must be unique")
         return self
+
+    @property
+    def rag_embedding(self) -> str:
+        """The embedding model RAG uses: its own when set, else the gateway's."""
+        return self.rag_embedding_model or self.embedding_model
 
     @cached_property
     def served_models(self) -> list[str]:

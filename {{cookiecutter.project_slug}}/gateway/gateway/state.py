@@ -1,8 +1,9 @@
-"""Everything one gateway process holds: connections, pools, caches, metrics.
+"""Everything one gateway process holds: connections, pools, caches, metrics, and the
+pipeline built from them.
 
-Built once per app (no per-request setup) and stored on `app.state.gateway`, so
-in-process callers (the RAG router through `httpx.ASGITransport(app=request.app)`)
-reach the same pools, limits and caches.
+Built once per app (no per-request setup) and handed to `create_app`; routes reach it
+through the dependencies in `deps.py`. Tests build one against a real Redis server and
+a scripted upstream (`upstream_transport`) and call the pipeline in process.
 """
 
 from __future__ import annotations
@@ -12,24 +13,28 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from starlette.requests import HTTPConnection
+import httpx
 
 from gateway.cache import ExactCache
+from gateway.exchange import Books
 from gateway.guardrails import Guardrails
 from gateway.keys import KeyStore
 from gateway.metrics import GatewayMetrics
+from gateway.pipeline import Pipeline
 from gateway.ratelimit import RateLimiter
 from gateway.redis_store import RedisStore
-from gateway.router import Router
 from gateway.semantic_cache import SemanticCache
 from gateway.settings import Settings
 from gateway.tracing import configure_tracing
+from gateway.upstreams import UpstreamPool
 
 log = logging.getLogger("gateway")
 
 
 class GatewayState:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, upstream_transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = GatewayMetrics()
         self.store = RedisStore(settings)
@@ -41,7 +46,7 @@ class GatewayState:
         )
         self.limiter = RateLimiter(self.store)
         self.cache = ExactCache(self.store, settings.cache_version, settings.cache_ttl_seconds)
-        self.router = Router(settings, self.metrics)
+        self.upstreams = UpstreamPool(settings, self.metrics, upstream_transport)
         self.semantic = SemanticCache(settings, self.store, self.embed_one)
         self.guardrails = Guardrails(settings)
         self._background: set[asyncio.Task[None]] = set()
@@ -49,8 +54,30 @@ class GatewayState:
         if self.tracing:
             from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-            for upstream in self.router.upstreams:
+            for upstream in self.upstreams.upstreams:
                 HTTPXClientInstrumentor.instrument_client(upstream.client)
+        self.pipeline = self._build_pipeline()
+
+    def _build_pipeline(self) -> Pipeline:
+        books = Books(
+            metrics=self.metrics,
+            limiter=self.limiter,
+            cache=self.cache,
+            semantic=self.semantic,
+            background=self.background,
+            access_log=self.settings.access_log,
+            capture_content=self.settings.capture_content,
+        )
+        return Pipeline(
+            self.settings,
+            self.store,
+            self.limiter,
+            self.cache,
+            self.semantic,
+            self.upstreams,
+            self.guardrails,
+            books,
+        )
 
     def background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run bookkeeping off the request path (kept referenced until done)."""
@@ -59,7 +86,7 @@ class GatewayState:
         task.add_done_callback(self._background.discard)
 
     async def embed_one(self, text: str) -> list[float]:
-        return (await self.router.embed([text], self.settings.embedding_model))[0]
+        return (await self.upstreams.embed([text], self.settings.embedding_model))[0]
 
     async def start(self) -> None:
         if not await self.store.ping():
@@ -70,10 +97,5 @@ class GatewayState:
         if self._background:
             await asyncio.wait(self._background, timeout=5)
         await self.semantic.close()
-        await self.router.close()
+        await self.upstreams.close()
         await self.store.close()
-
-
-def get_state(connection: HTTPConnection) -> GatewayState:
-    state: GatewayState = connection.app.state.gateway
-    return state

@@ -36,7 +36,7 @@ async def limiter(redis_server):
 async def test_requests_per_minute_is_exact_under_concurrency(limiter: RateLimiter) -> None:
     record = _record(rpm=10)
     results = await asyncio.gather(*(limiter.reserve(record, 1) for _ in range(25)))
-    decisions = [decision for decision, _ in results]
+    decisions = list(results)
     allowed = [d for d in decisions if d.allowed]
     assert len(allowed) == 10
     refused = [d for d in decisions if not d.allowed]
@@ -47,13 +47,13 @@ async def test_requests_per_minute_is_exact_under_concurrency(limiter: RateLimit
 
 async def test_tokens_are_reserved_then_settled(limiter: RateLimiter) -> None:
     record = _record(tpm=1000)
-    first, _ = await limiter.reserve(record, 600)
+    first = await limiter.reserve(record, 600)
     assert first.allowed
     # 600 reserved: a second 600-token request does not fit...
-    assert not (await limiter.reserve(record, 600))[0].allowed
+    assert not (await limiter.reserve(record, 600)).allowed
     # ...until the first settles at its real usage (100), giving 500 back.
     await limiter.settle(record, first, 100)
-    second, _ = await limiter.reserve(record, 600)
+    second = await limiter.reserve(record, 600)
     assert second.allowed
     assert second.used_tokens == 700
     assert second.headers()["x-ratelimit-remaining-tokens"] == "300"
@@ -62,10 +62,17 @@ async def test_tokens_are_reserved_then_settled(limiter: RateLimiter) -> None:
 async def test_reservation_reads_the_cache_entry_in_the_same_round_trip(
     limiter: RateLimiter, redis_server
 ) -> None:
+    # The store pipelines the reservation with the cache read; the limiter knows no cache.
     redis_server.client().set("gw:test:entry", "cached-body", ex=60)
-    decision, cached = await limiter.reserve(_record(rpm=5), 1, also_get="gw:test:entry")
+    record = _record(rpm=5)
+    raw, cached = await limiter.store.call_and_get(
+        limiter.reserve_command(record, 1), "gw:test:entry"
+    )
+    decision = limiter.decision(record, 1, raw)
     assert decision.allowed and cached == b"cached-body"
-    _, missing = await limiter.reserve(_record(rpm=5), 1, also_get="gw:test:absent")
+    _, missing = await limiter.store.call_and_get(
+        limiter.reserve_command(record, 1), "gw:test:absent"
+    )
     assert missing is None
 
 

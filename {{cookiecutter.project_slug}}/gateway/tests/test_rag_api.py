@@ -31,7 +31,6 @@ from gateway.app import create_app
 from gateway.rag.embeddings import OpenAICompatibleEmbeddings
 from gateway.rag.ingest import Ingestor
 from gateway.rag.prompts import NO_ANSWER
-from gateway.rag.settings import RagSettings
 from gateway.rag.store import VectorStore
 from gateway.settings import Settings, UpstreamConfig
 from tests.support.gateway import (
@@ -326,11 +325,9 @@ async def test_in_process_app_records_chat_retrieve_and_generate_spans(
         ],
         embedding_model=MOCK_EMBEDDER,
         cache_enabled=False,
+        rag_llm_model=MOCK_LLM,
     )
     app = create_app(settings)
-    app.state.rag_settings = RagSettings(  # type: ignore[call-arg]
-        _env_file=None, llm_model=MOCK_LLM
-    )
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(

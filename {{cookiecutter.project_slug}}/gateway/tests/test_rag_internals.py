@@ -1,8 +1,7 @@
-"""The in-process streaming transport, the RAG spans and the settings' validation."""
+"""The RAG spans and the RAG part of the gateway settings."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,68 +19,13 @@ import gateway.rag.ingest
 import gateway.rag.retrieval
 from gateway.rag.embeddings import OpenAICompatibleEmbeddings
 from gateway.rag.ingest import Ingestor
-from gateway.rag.inprocess import StreamingASGITransport
 from gateway.rag.retrieval import CollectionRetriever
-from gateway.rag.settings import RagSettings
 from gateway.rag.store import VectorStore
+from gateway.settings import Settings
 from tests.support.gateway import MOCK_EMBEDDER, MockUpstream
 from tests.support.redis import RedisServer
 
 SAMPLE_DOCS = Path(__file__).resolve().parents[1] / "gateway" / "rag" / "sample_docs"
-
-
-class GatedApp:
-    """Sends one body chunk, then waits until the test says go before sending more."""
-
-    def __init__(self) -> None:
-        self.go = asyncio.Event()
-        self.disconnected = asyncio.Event()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await receive()  # the request body
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"1")]})
-        await send({"type": "http.response.body", "body": b"first", "more_body": True})
-        waiter = asyncio.ensure_future(self.go.wait())
-        disconnect = asyncio.ensure_future(receive())
-        done, pending = await asyncio.wait({waiter, disconnect}, return_when="FIRST_COMPLETED")
-        for task in pending:
-            task.cancel()
-        if disconnect in done:
-            self.disconnected.set()
-            return
-        await send({"type": "http.response.body", "body": b"second", "more_body": False})
-
-
-async def test_transport_streams_chunks_before_the_app_finishes() -> None:
-    app = GatedApp()
-    client = httpx.AsyncClient(transport=StreamingASGITransport(app), base_url="http://t")
-    async with client, client.stream("POST", "/x", content=b"hello") as response:
-        assert response.status_code == 200 and response.headers["x-a"] == "1"
-        chunks = response.aiter_bytes()
-        # A buffering transport would wait here forever: the app is blocked on `go`.
-        assert await asyncio.wait_for(anext(chunks), timeout=30) == b"first"
-        app.go.set()
-        assert [chunk async for chunk in chunks] == [b"second"]
-
-
-async def test_transport_tells_the_app_when_the_client_leaves() -> None:
-    app = GatedApp()
-    client = httpx.AsyncClient(transport=StreamingASGITransport(app), base_url="http://t")
-    async with client, client.stream("GET", "/x") as response:
-        assert await anext(response.aiter_bytes()) == b"first"
-    await asyncio.wait_for(app.disconnected.wait(), timeout=30)
-    assert not app.go.is_set()
-
-
-async def test_transport_reports_an_app_that_fails_before_responding() -> None:
-    async def broken(scope: Any, receive: Any, send: Any) -> None:
-        raise RuntimeError("boom")
-
-    async with httpx.AsyncClient(
-        transport=StreamingASGITransport(broken), base_url="http://t"
-    ) as c:
-        with pytest.raises(httpx.RemoteProtocolError, match="boom"):
-            await c.get("/x")
 
 
 @pytest.fixture
@@ -150,7 +94,7 @@ def test_settings_reject_inconsistent_values(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("GATEWAY_RAG_CHUNK_SIZE", "100")
     monkeypatch.setenv("GATEWAY_RAG_CHUNK_OVERLAP", "100")
     with pytest.raises(ValidationError, match="GATEWAY_RAG_CHUNK_OVERLAP"):
-        RagSettings(_env_file=None)  # type: ignore[call-arg]
+        Settings(_env_file=None)  # type: ignore[call-arg]
 
 
 def test_settings_share_the_gateway_redis_and_embedding_model(
@@ -158,6 +102,17 @@ def test_settings_share_the_gateway_redis_and_embedding_model(
 ) -> None:
     monkeypatch.setenv("GATEWAY_REDIS_URL", "redis://example:1/2")
     monkeypatch.setenv("GATEWAY_EMBEDDING_MODEL", "my-embedder")
-    settings = RagSettings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.redis_url == "redis://example:1/2"
-    assert settings.embedding_model == "my-embedder"
+    assert settings.rag_embedding == "my-embedder"
+
+
+def test_rag_settings_keep_their_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_RAG_REDIS_URL", "redis://legacy:1/3")
+    monkeypatch.setenv("GATEWAY_RAG_EMBEDDING_MODEL", "rag-embedder")
+    monkeypatch.setenv("GATEWAY_RAG_TOP_K", "7")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.redis_url == "redis://legacy:1/3"  # when GATEWAY_REDIS_URL is unset
+    assert settings.rag_embedding == "rag-embedder" and settings.rag_top_k == 7
+    monkeypatch.setenv("GATEWAY_REDIS_URL", "redis://primary:1/2")
+    assert Settings(_env_file=None).redis_url == "redis://primary:1/2"  # type: ignore[call-arg]

@@ -24,39 +24,39 @@ from rich.table import Table
 
 from gateway.rag.embeddings import EmbeddingError, OpenAICompatibleEmbeddings
 from gateway.rag.ingest import FileResult, FileStatus, Ingestor, IngestReport
-from gateway.rag.settings import RagSettings
 from gateway.rag.store import (
     CollectionNotFoundError,
     DimensionMismatchError,
     InvalidCollectionNameError,
     VectorStore,
 )
+from gateway.settings import Settings
 
 T = TypeVar("T")
 app = typer.Typer(help="Manage RAG document collections in Redis.", no_args_is_help=True)
 console = Console()
 
 
-def _settings() -> RagSettings:
+def _settings() -> Settings:
     try:
-        return RagSettings()
+        return Settings()
     except ValidationError as exc:
         messages = "; ".join(str(e.get("msg")) for e in exc.errors())
-        console.print(f"[red]Invalid RAG settings:[/red] {messages}")
+        console.print(f"[red]Invalid gateway settings:[/red] {messages}")
         raise typer.Exit(2) from None
 
 
-def _run(settings: RagSettings, work: Callable[[VectorStore], Awaitable[T]]) -> T:
+def _run(settings: Settings, work: Callable[[VectorStore], Awaitable[T]]) -> T:
     """Run `work` against the store, turning connection failures into clear messages."""
 
     async def main() -> T:
         redis = Redis.from_url(
             settings.redis_url,
-            socket_timeout=settings.redis_timeout_seconds,
-            socket_connect_timeout=settings.redis_timeout_seconds,
+            socket_timeout=settings.rag_redis_timeout_seconds,
+            socket_connect_timeout=settings.rag_redis_timeout_seconds,
         )
         try:
-            return await work(VectorStore(redis, settings.key_prefix))
+            return await work(VectorStore(redis, settings.rag_key_prefix))
         finally:
             await redis.aclose()
 
@@ -70,7 +70,7 @@ def _run(settings: RagSettings, work: Callable[[VectorStore], Awaitable[T]]) -> 
         raise typer.Exit(1) from None
     except EmbeddingError as exc:
         console.print(
-            f"[red]Embedding failed[/red] at {settings.embeddings_base_url}: {exc}. "
+            f"[red]Embedding failed[/red] at {settings.rag_embeddings_base_url}: {exc}. "
             "Is the embedding service running? (GATEWAY_RAG_EMBEDDINGS_BASE_URL)"
         )
         raise typer.Exit(1) from None
@@ -87,23 +87,23 @@ def ingest(
     """Load, split, embed and store Markdown, text, HTML and PDF files."""
     settings = _settings()
     headers = {}
-    if settings.embeddings_api_key is not None:
-        headers["authorization"] = f"Bearer {settings.embeddings_api_key.get_secret_value()}"
+    if settings.rag_embeddings_api_key is not None:
+        headers["authorization"] = f"Bearer {settings.rag_embeddings_api_key.get_secret_value()}"
 
     async def work(store: VectorStore) -> IngestReport:
         async with httpx.AsyncClient(
-            base_url=settings.embeddings_base_url.rstrip("/") + "/",
+            base_url=settings.rag_embeddings_base_url.rstrip("/") + "/",
             headers=headers,
-            timeout=settings.request_timeout_seconds,
+            timeout=settings.rag_request_timeout_seconds,
         ) as client:
             ingestor = Ingestor(
                 store=store,
                 embeddings=OpenAICompatibleEmbeddings(
-                    client, settings.embedding_model, settings.embedding_batch_size
+                    client, settings.rag_embedding, settings.rag_embedding_batch_size
                 ),
-                chunk_size=settings.chunk_size,
-                chunk_overlap=settings.chunk_overlap,
-                max_file_bytes=settings.max_file_bytes,
+                chunk_size=settings.rag_chunk_size,
+                chunk_overlap=settings.rag_chunk_overlap,
+                max_file_bytes=settings.rag_max_file_bytes,
             )
             with Progress(
                 TextColumn("[bold]{task.description}"),

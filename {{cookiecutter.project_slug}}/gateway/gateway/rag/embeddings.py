@@ -1,8 +1,8 @@
 """LangChain `Embeddings` over an OpenAI-compatible `/v1/embeddings` endpoint.
 
-The API passes an httpx client bound to the gateway app itself (so caching, limits and
-telemetry apply); the CLI passes one bound to the embedding service. Vectors are
-requested as floats: not every OpenAI-compatible server implements base64.
+Used by the `rag` CLI (an httpx client bound to the embedding service, or to a
+gateway's /v1); the API uses `rag/models.py`, which calls the pipeline in process.
+Vectors are requested as floats: not every OpenAI-compatible server implements base64.
 """
 
 from __future__ import annotations

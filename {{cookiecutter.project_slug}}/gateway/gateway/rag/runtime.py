@@ -1,64 +1,62 @@
-"""What the RAG router holds per app: settings, one Redis client, store and memory.
+"""What RAG holds per app: the gateway's settings, its Redis store (one client, one
+failure policy), the vector store, chat memory and the pipeline its model calls use.
 
-Created on first use and stored on `app.state.rag`; the router's lifespan closes it.
-The Redis URL is the gateway's own (`GATEWAY_REDIS_URL`), so RAG shares its Redis, and
-so is the embedding model unless `GATEWAY_RAG_EMBEDDING_MODEL` names another.
+Built once by `create_app` (through `gateway.rag.api.create_runtime`), never lazily.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from fastapi import FastAPI
-from redis.asyncio import Redis
+from redisvl.exceptions import RedisSearchError
 
+from gateway.errors import GatewayError
+from gateway.pipeline import Pipeline
 from gateway.rag.memory import SessionMemory
-from gateway.rag.settings import RagSettings, get_rag_settings
 from gateway.rag.store import VectorStore
+from gateway.redis_store import RedisStore, RedisUnavailable
+from gateway.settings import Settings
+from gateway.state import GatewayState
+
+T = TypeVar("T")
 
 
 @dataclass
 class RagRuntime:
-    settings: RagSettings
-    redis: Redis
+    settings: Settings
+    redis: RedisStore
     store: VectorStore
     memory: SessionMemory
+    pipeline: Pipeline
 
     @classmethod
-    def create(cls, settings: RagSettings, redis_url: str) -> RagRuntime:
-        redis = Redis.from_url(
-            redis_url,
-            socket_timeout=settings.redis_timeout_seconds,
-            socket_connect_timeout=settings.redis_timeout_seconds,
-        )
+    def create(cls, state: GatewayState) -> RagRuntime:
+        settings, client = state.settings, state.store.client
         return cls(
             settings=settings,
-            redis=redis,
-            store=VectorStore(redis, settings.key_prefix),
+            redis=state.store,
+            store=VectorStore(client, settings.rag_key_prefix),
             memory=SessionMemory(
-                redis,
-                settings.key_prefix,
-                settings.session_ttl_seconds,
-                settings.history_max_messages,
+                client,
+                settings.rag_key_prefix,
+                settings.rag_session_ttl_seconds,
+                settings.rag_history_max_messages,
             ),
+            pipeline=state.pipeline,
         )
 
-    async def close(self) -> None:
-        await self.redis.aclose()
-
-
-def runtime_for(app: FastAPI) -> RagRuntime:
-    runtime: RagRuntime | None = getattr(app.state, "rag", None)
-    if runtime is None:
-        settings: RagSettings = getattr(app.state, "rag_settings", None) or get_rag_settings()
-        gateway_state = getattr(app.state, "gateway", None)
-        redis_url = settings.redis_url
-        if gateway_state is not None:
-            redis_url = gateway_state.settings.redis_url
-            if "embedding_model" not in settings.model_fields_set:
-                # Unless RAG names its own, use the model the gateway was built with.
-                embedding_model = gateway_state.settings.embedding_model
-                settings = settings.model_copy(update={"embedding_model": embedding_model})
-        runtime = RagRuntime.create(settings, redis_url)
-        app.state.rag = runtime
-    return runtime
+    async def call(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run RAG's Redis work under the gateway's Redis policy (breaker, timeouts);
+        an outage is a 503 in OpenAI's shape."""
+        try:
+            result: T = await self.redis.call(lambda _client: work())
+            return result
+        except (RedisUnavailable, RedisSearchError) as exc:
+            raise GatewayError(
+                503,
+                f"The vector store is unavailable: {type(exc).__name__}.",
+                code="vector_store_unavailable",
+                headers={"retry-after": "5"},
+            ) from exc

@@ -1,8 +1,8 @@
 """One RAG conversation turn: rewrite, retrieve, answer, remember.
 
-The LLM and the embedding model are reached through the gateway app itself (an
-in-process client carrying the caller's key), so the caller's limits, the caches and
-the gateway's telemetry apply to every model call RAG makes.
+The LLM and the embedding model are reached through the gateway's pipeline, in
+process (`rag/models.py`, carrying the caller's key record), so the caller's limits,
+the caches and the gateway's telemetry apply to every model call RAG makes.
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_openai import ChatOpenAI
-from pydantic import SecretStr
 
+from gateway.keys import KeyRecord
 from gateway.rag.chain import build_answer_chain, build_retrieval_chain
-from gateway.rag.embeddings import OpenAICompatibleEmbeddings
+from gateway.rag.models import GatewayChatModel, GatewayEmbeddings
 from gateway.rag.retrieval import CollectionRetriever
 from gateway.rag.runtime import RagRuntime
 from gateway.rag.telemetry import tracer
@@ -46,24 +44,21 @@ class Retrieved:
 
 
 class RagService:
-    def __init__(self, runtime: RagRuntime, client: httpx.AsyncClient, api_key: str) -> None:
+    def __init__(self, runtime: RagRuntime, key: KeyRecord) -> None:
         self.runtime = runtime
-        self.client = client
-        self.api_key = api_key
-        self.embeddings = OpenAICompatibleEmbeddings(
-            client, runtime.settings.embedding_model, runtime.settings.embedding_batch_size
+        self.key = key
+        settings = runtime.settings
+        self.embeddings = GatewayEmbeddings(
+            runtime.pipeline, key, settings.rag_embedding, settings.rag_embedding_batch_size
         )
 
-    def llm(self, turn: Turn, max_tokens: int | None = None) -> ChatOpenAI:
-        return ChatOpenAI(
+    def llm(self, turn: Turn, max_tokens: int | None = None) -> GatewayChatModel:
+        return GatewayChatModel(
+            pipeline=self.runtime.pipeline,
+            key=self.key,
             model=turn.model,
-            base_url=str(self.client.base_url).rstrip("/"),
-            api_key=SecretStr(self.api_key),
-            http_async_client=self.client,
+            max_tokens=max_tokens or turn.max_tokens,
             temperature=turn.temperature,
-            max_completion_tokens=max_tokens or turn.max_tokens,
-            max_retries=0,  # the gateway's router already retries and falls back
-            timeout=self.runtime.settings.request_timeout_seconds,
         )
 
     async def retrieve(self, turn: Turn) -> Retrieved:
@@ -106,9 +101,8 @@ class RagService:
             span.end()
 
     async def remember(self, owner: str, session_id: str, turn: Turn, answer: str) -> None:
-        await self.runtime.memory.append(
-            owner, session_id, [HumanMessage(turn.question), AIMessage(answer)]
-        )
+        messages = [HumanMessage(turn.question), AIMessage(answer)]
+        await self.runtime.call(lambda: self.runtime.memory.append(owner, session_id, messages))
 
 
 def _span_attributes(turn: Turn, retrieved: Retrieved) -> dict[str, Any]:

@@ -89,26 +89,24 @@ class VectorStore:
 
     # -- key layout -------------------------------------------------------------
     def index_name(self, collection: str) -> str:
-        return f"{self.prefix}:collection:{collection}"
-
-    def _collection_prefix(self, collection: str) -> str:
+        """The search index's name, which is also the prefix of the collection's keys."""
         return f"{self.prefix}:collection:{collection}"
 
     def _manifest_key(self, collection: str) -> str:
-        return f"{self._collection_prefix(collection)}:files"
+        return f"{self.index_name(collection)}:files"
 
     def _registry_key(self) -> str:
         return f"{self.prefix}:collections"
 
     def _chunk_key(self, collection: str, source: str, position: int) -> str:
         digest = hashlib.sha256(source.encode()).hexdigest()[:24]
-        return f"{self._collection_prefix(collection)}:chunk:{digest}:{position}"
+        return f"{self.index_name(collection)}:chunk:{digest}:{position}"
 
     def _index(self, collection: str, dims: int) -> AsyncSearchIndex:
         schema = {
             "index": {
                 "name": self.index_name(collection),
-                "prefix": f"{self._collection_prefix(collection)}:chunk",
+                "prefix": f"{self.index_name(collection)}:chunk",
                 "storage_type": "hash",
             },
             "fields": [
@@ -156,12 +154,12 @@ class VectorStore:
         return FileRecord(**json.loads(raw)) if raw else None
 
     async def dims(self, collection: str) -> int | None:
-        raw = await self.redis.get(f"{self._collection_prefix(collection)}:dims")
+        raw = await self.redis.get(f"{self.index_name(collection)}:dims")
         return int(raw) if raw else None
 
     async def count_keys(self, collection: str) -> int:
         count = 0
-        async for _ in self.redis.scan_iter(match=f"{self._collection_prefix(collection)}:*"):
+        async for _ in self.redis.scan_iter(match=f"{self.index_name(collection)}:*"):
             count += 1
         return count
 
@@ -171,7 +169,7 @@ class VectorStore:
             raise CollectionNotFoundError(collection)
         removed = 0
         batch: list[Any] = []
-        async for key in self.redis.scan_iter(match=f"{self._collection_prefix(collection)}:*"):
+        async for key in self.redis.scan_iter(match=f"{self.index_name(collection)}:*"):
             batch.append(key)
             if len(batch) >= 500:
                 removed += await self.redis.unlink(*batch)
@@ -196,7 +194,7 @@ class VectorStore:
         index = self._index(collection, dims)
         if not await index.exists():
             await index.create(overwrite=False)
-        await self.redis.set(f"{self._collection_prefix(collection)}:dims", dims)
+        await self.redis.set(f"{self.index_name(collection)}:dims", dims)
         await self.redis.sadd(self._registry_key(), collection)
 
     async def replace_file(

@@ -1,4 +1,4 @@
-"""Routing to upstream model servers.
+"""The upstream pool: which model server serves a request (balancing, retries, fallback).
 
 Each upstream has one shared httpx connection pool, an in-flight counter and a
 circuit breaker. A request goes to the less busy of two randomly drawn healthy
@@ -25,12 +25,21 @@ from gateway.errors import GatewayError
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings, UpstreamConfig
 
-log = logging.getLogger("gateway.router")
+log = logging.getLogger("gateway.upstreams")
 RETRY_STATUSES = frozenset({502, 503, 504})
+RETRY = object()  # an attempt that failed in a way worth trying again
 
 
 class Upstream:
-    def __init__(self, config: UpstreamConfig, settings: Settings) -> None:
+    """One upstream server: its connection pool (`transport` lets tests script it in
+    process), in-flight count and breaker."""
+
+    def __init__(
+        self,
+        config: UpstreamConfig,
+        settings: Settings,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.config = config
         self.name = config.name
         self.weight = config.weight
@@ -38,6 +47,7 @@ class Upstream:
         self.client = httpx.AsyncClient(
             base_url=config.api_base,
             headers=headers,
+            transport=transport,
             timeout=httpx.Timeout(
                 connect=settings.connect_timeout_seconds,
                 read=settings.read_timeout_seconds,
@@ -54,6 +64,14 @@ class Upstream:
             settings.upstream_breaker_failures, settings.upstream_breaker_reset_seconds
         )
         self.in_flight = 0
+        self._urls: dict[str, httpx.URL] = {}
+
+    def url(self, path: str) -> httpx.URL:
+        """The absolute URL of `path`, parsed once (httpx re-joins a relative one per call)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self.config.api_base + path)
+        return url
 
     def load(self) -> float:
         return (self.in_flight + 1) / self.weight
@@ -77,11 +95,16 @@ class UpstreamCall:
             await self.response.aclose()
 
 
-class Router:
-    def __init__(self, settings: Settings, metrics: GatewayMetrics) -> None:
+class UpstreamPool:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: GatewayMetrics,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.upstreams = [Upstream(config, settings) for config in settings.upstreams]
+        self.upstreams = [Upstream(config, settings, transport) for config in settings.upstreams]
         self.by_model: dict[str, list[Upstream]] = {}
         for upstream in self.upstreams:
             for model in upstream.config.models:
@@ -153,6 +176,7 @@ class Router:
         errors: list[str],
     ) -> UpstreamCall | None:
         tried: set[str] = set()
+        headers = {"content-type": "application/json", **(extra_headers or {})}
         for attempt in range(self.settings.max_retries + 1):
             if attempt:
                 backoff = self.settings.retry_backoff_seconds * (2 ** (attempt - 1))
@@ -162,45 +186,56 @@ class Router:
                 errors.append(f"{model}: all upstreams unavailable")
                 return None
             tried.add(upstream.name)
-            started = time.perf_counter()
-            request = upstream.client.build_request(
-                "POST",
-                path,
-                content=body,
-                headers={"content-type": "application/json", **(extra_headers or {})},
-            )
-            upstream.in_flight += 1
-            try:
-                response = await upstream.client.send(request, stream=True)
-            except httpx.TimeoutException as exc:
-                upstream.in_flight -= 1
-                reason = "connect_timeout" if isinstance(exc, httpx.ConnectTimeout) else "timeout"
-                self._failed(upstream, reason)
-                errors.append(f"{upstream.name} timed out")
-                if reason == "timeout":
-                    return None  # the upstream may still be working on it: do not pile on
-                continue
-            except httpx.TransportError as exc:
-                upstream.in_flight -= 1
-                self._failed(upstream, "connection")
-                errors.append(f"{upstream.name} unavailable: {type(exc).__name__}")
-                continue
-            except BaseException:
-                upstream.in_flight -= 1
-                upstream.breaker.release_trial()
-                raise
-            if response.status_code in RETRY_STATUSES:
-                await response.aclose()
-                upstream.in_flight -= 1
-                self._failed(upstream, f"status_{response.status_code}")
-                errors.append(f"{upstream.name} answered {response.status_code}")
-                continue
-            if response.status_code >= 500:
-                self._failed(upstream, f"status_{response.status_code}")
-            else:
-                upstream.breaker.record_success()
-            return UpstreamCall(upstream, response, model, started, time.perf_counter())
+            call = await self._attempt(upstream, path, body, headers, model, errors)
+            if call is not RETRY:
+                return call
         return None
+
+    async def _attempt(
+        self,
+        upstream: Upstream,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        model: str,
+        errors: list[str],
+    ) -> Any:
+        """One try at one upstream: the open call, None to give up, or RETRY."""
+        started = time.perf_counter()
+        request = upstream.client.build_request(
+            "POST", upstream.url(path), content=body, headers=headers
+        )
+        upstream.in_flight += 1
+        try:
+            response = await upstream.client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            upstream.in_flight -= 1
+            reason = "connect_timeout" if isinstance(exc, httpx.ConnectTimeout) else "timeout"
+            self._failed(upstream, reason)
+            errors.append(f"{upstream.name} timed out")
+            # A read timeout: the upstream may still be working on it, do not pile on.
+            return None if reason == "timeout" else RETRY
+        except httpx.TransportError as exc:
+            upstream.in_flight -= 1
+            self._failed(upstream, "connection")
+            errors.append(f"{upstream.name} unavailable: {type(exc).__name__}")
+            return RETRY
+        except BaseException:
+            upstream.in_flight -= 1
+            upstream.breaker.release_trial()
+            raise
+        status = response.status_code
+        if status in RETRY_STATUSES:
+            await response.aclose()
+            upstream.in_flight -= 1
+            self._failed(upstream, f"status_{status}")
+            errors.append(f"{upstream.name} answered {status}")
+            return RETRY
+        if status >= 500:
+            self._failed(upstream, f"status_{status}")
+        else:
+            upstream.breaker.record_success()
+        return UpstreamCall(upstream, response, model, started, time.perf_counter())
 
     def _failed(self, upstream: Upstream, reason: str) -> None:
         upstream.breaker.record_failure()
@@ -208,7 +243,7 @@ class Router:
         log.warning("upstream attempt failed", extra={"upstream": upstream.name, "reason": reason})
 
     async def embed(self, texts: list[str], model: str) -> list[list[float]]:
-        """Embeddings through the router (used by the semantic cache and RAG)."""
+        """Embeddings straight from an upstream (the semantic cache's vectors)."""
         call = await self.open("/embeddings", {"input": texts}, model)
         try:
             body = await call.response.aread()
