@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -109,6 +111,7 @@ async def metrics(state: StateDep) -> Response:
 
 
 MAX_LIMIT = 10**12
+TEAM_NAME = re.compile(r"[\w.-]+")
 
 
 class KeyCreate(BaseModel):
@@ -219,6 +222,8 @@ async def set_team(
     body: Annotated[TeamBudget, Depends(json_body(TeamBudget))],
 ) -> Response:
     """Set (or, with budget null, remove) a team's budget; its keys share it."""
+    if not TEAM_NAME.fullmatch(team) or len(team) > 200:
+        raise GatewayError(400, "team: letters, digits, '_', '.', '-' only.", code="invalid_team")
     await _key_store_call(state.keys.set_team_budget(team, body.budget, body.budget_window))
     return _json({"team": team, "budget": body.budget, "budget_window": body.budget_window})
 
@@ -250,9 +255,13 @@ def parse_time(value: str | None, name: str) -> float | None:
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(number):
+            raise ValueError(f"{name}: expected a finite number of seconds")
+        return number
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:

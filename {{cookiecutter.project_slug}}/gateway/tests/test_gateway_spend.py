@@ -6,6 +6,7 @@ import asyncio
 import json
 import secrets
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -13,8 +14,8 @@ import pytest
 from gateway.keys import KeyRecord
 from gateway.ratelimit import RateLimiter
 from gateway.redis_store import RedisStore
-from gateway.settings import Settings
-from gateway.spend import window_ids
+from gateway.settings import ModelPrice, Settings
+from gateway.spend import Prices, seconds_until_reset, to_nano, window_ids
 from tests.support.gateway import (
     MOCK_EMBEDDER,
     MOCK_LLM,
@@ -210,3 +211,17 @@ async def test_current_budget_window_has_no_ttl_and_closed_ones_expire(
     assert not refused.allowed and refused.limit == "budget_key"
     await limiter.settle(record, decision, 10)  # no answer: the whole cost comes back
     assert int(client.get(counter)) == 0
+
+
+def test_budget_windows_are_utc_calendar_periods() -> None:
+    # Wednesday 2026-12-30 23:00 UTC: the week began on Monday the 28th.
+    moment = datetime(2026, 12, 30, 23, 0, tzinfo=UTC).timestamp()
+    assert window_ids(moment) == [
+        "d20261230", "d20261229", "w20261228", "w20261221", "m20261201", "m20261101",
+    ]  # fmt: skip
+    assert seconds_until_reset("daily", moment) == 3600
+    assert seconds_until_reset("weekly", moment) == 4 * 86400 + 3600
+    assert seconds_until_reset("monthly", moment) == 86400 + 3600  # into January
+    prices = Prices.from_table({"m": ModelPrice(input_per_million=0.15, output_per_million=0.6)})
+    assert prices.cost("m", 1_000_000, 1_000_000) == to_nano(0.75)
+    assert prices.cost("unlisted", 10**6, 10**6) == 0

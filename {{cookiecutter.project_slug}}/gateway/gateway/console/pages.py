@@ -31,7 +31,11 @@ class ConsoleRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def with_headers(request: Request) -> Response:
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except RedisUnavailable:
+                message = "Redis is unavailable; the console needs it. Retry shortly."
+                response = render(request, "error.html", 503, signed_in=False, message=message)
             response.headers.update(SECURITY_HEADERS)
             return response
 
