@@ -13,6 +13,7 @@ the first request of a new window puts a TTL on the closed one.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -77,13 +78,19 @@ def _window_id(window: BudgetWindow, start: datetime) -> str:
 
 
 def window_ids(now: float | None = None) -> list[str]:
-    """For each window (daily, weekly, monthly): the current and the previous id."""
-    moment = datetime.fromtimestamp(now if now is not None else time.time(), UTC)
-    ids = []
+    """For each window (daily, weekly, monthly): the current and the previous id.
+    Every window turns at a UTC midnight, so the ids are worked out once a day."""
+    return list(_window_ids_of_day(int((now if now is not None else time.time()) // 86400)))
+
+
+@functools.lru_cache(maxsize=4)
+def _window_ids_of_day(day: int) -> tuple[str, ...]:
+    moment = datetime.fromtimestamp(day * 86400, UTC)
+    ids: list[str] = []
     for window in WINDOWS:
         start = _start(window, moment)
         ids += [_window_id(window, start), _window_id(window, _start(window, start - timedelta(1)))]
-    return ids
+    return tuple(ids)
 
 
 def seconds_until_reset(window: BudgetWindow, now: float | None = None) -> int:
