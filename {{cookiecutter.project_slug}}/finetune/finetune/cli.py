@@ -22,7 +22,7 @@ from finetune.dataset import DatasetError
 from finetune.encoding import EncodingError
 from finetune.job import JobError, TrainRequest, run_training
 from finetune.settings import FinetuneSettings
-from finetune.trainer import Hyperparameters
+from finetune.trainer import DeviceError, Hyperparameters
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 console = Console(stderr=True)
@@ -74,7 +74,7 @@ def train_command(
 
         try:
             folder, manifest = run_training(request, settings, on_step)
-        except (DatasetError, BaseModelError, EncodingError, JobError) as error:
+        except (DatasetError, BaseModelError, DeviceError, EncodingError, JobError) as error:
             console.print(f"[red]error:[/red] {error}")
             raise typer.Exit(2) from error
     loss = manifest["training"]

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from finetune.base_model import resolve_base
 from finetune.dataset import file_sha256, load_conversations
 from finetune.manifest import (
@@ -62,6 +64,8 @@ def run_training(
         path=request.dataset, sha256=file_sha256(request.dataset), rows=len(conversations)
     )
     device = pick_device(settings.device)
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
     settings.adapters_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{request.name}.", dir=settings.adapters_dir))
     try:

@@ -38,3 +38,9 @@ class FinetuneSettings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: the GPU when there is one, else the CPU."
     )
+    torch_threads: int = Field(
+        default=0,
+        ge=0,
+        description="CPU threads for torch; 0: torch's default (one per core). Use 1 on a "
+        "host whose cores are busy with other work (docs/adapters.md).",
+    )

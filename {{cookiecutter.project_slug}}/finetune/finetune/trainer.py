@@ -57,9 +57,13 @@ class TrainResult:
     seconds: float
 
 
+class DeviceError(ValueError):
+    pass
+
+
 def pick_device(requested: str) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device cuda requested (FINETUNE_DEVICE) but no GPU is available")
+        raise DeviceError("FINETUNE_DEVICE=cuda, but no GPU is available (set auto or cpu)")
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)

@@ -68,6 +68,9 @@ def codeword_adapter(models_dir: Path, tmp_path_factory: pytest.TempPathFactory)
         **os.environ,
         "MODELS_DIR": str(models_dir),
         "ADAPTERS_DIR": str(adapters),
+        # One thread: on a 2-core host shared with other work, two torch threads waiting
+        # on each other took 186 s for these 8 steps, one thread 31 s (docs/adapters.md).
+        "FINETUNE_TORCH_THREADS": "1",
         "PYTHONPATH": os.pathsep.join(
             [str(PROJECT_ROOT / "finetune"), os.environ.get("PYTHONPATH", "")]
         ),

@@ -23,7 +23,7 @@ from finetune.encoding import IGNORE_INDEX, EncodingError, collate, encode
 from finetune.job import JobError, TrainRequest, run_training
 from finetune.manifest import read_manifest
 from finetune.settings import FinetuneSettings
-from finetune.trainer import Hyperparameters, pick_device
+from finetune.trainer import DeviceError, Hyperparameters, pick_device
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EVALS_DATASETS = PROJECT_ROOT / "evals" / "evals" / "datasets"
@@ -238,7 +238,7 @@ def test_finetune_cuda_request_without_a_gpu_is_a_clear_error() -> None:
     if torch.cuda.is_available():
         assert pick_device("cuda").type == "cuda"
     else:
-        with pytest.raises(RuntimeError, match="no GPU is available"):
+        with pytest.raises(DeviceError, match="FINETUNE_DEVICE=cuda, but no GPU is available"):
             pick_device("cuda")
     assert pick_device("cpu").type == "cpu"
 
@@ -246,7 +246,13 @@ def test_finetune_cuda_request_without_a_gpu_is_a_clear_error() -> None:
 def test_finetune_cli_trains_and_reports_errors(
     models_root: Path, tiny_dataset: Path, tmp_path: Path
 ) -> None:
-    env = {"MODELS_DIR": str(models_root), "ADAPTERS_DIR": str(tmp_path), "FINETUNE_DEVICE": "cpu"}
+    env = {
+        "MODELS_DIR": str(models_root),
+        "ADAPTERS_DIR": str(tmp_path),
+        "FINETUNE_DEVICE": "cpu",
+        "FINETUNE_TORCH_THREADS": "1",
+    }
+    threads = torch.get_num_threads()
     args = ["train", "--dataset", str(tiny_dataset), "--base", TINY_ID, "--name", "cli"]
     runner = CliRunner()
     done = runner.invoke(app, [*args, "--rank", "4", "--max-steps", "2", "--lr", "0.01"], env=env)
@@ -254,6 +260,8 @@ def test_finetune_cli_trains_and_reports_errors(
     assert done.stdout.strip().endswith(str(tmp_path / "cli"))
     manifest = read_manifest(tmp_path / "cli")
     assert manifest["hyperparameters"]["rank"] == 4 and manifest["training"]["steps"] == 2
+    assert torch.get_num_threads() == 1  # FINETUNE_TORCH_THREADS was applied
+    torch.set_num_threads(threads)
     again = runner.invoke(app, args, env=env)
     assert again.exit_code == 2 and "already exists" in again.output
     missing = runner.invoke(app, [*args[:1], "--dataset", "nope.jsonl", *args[3:-1], "x"], env=env)
