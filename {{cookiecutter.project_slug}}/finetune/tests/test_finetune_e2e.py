@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,16 @@ def codeword_adapter(models_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     return adapters / "codeword"
 
 
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Generate with one thread, as the job trains here (see FINETUNE_TORCH_THREADS)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
 def test_finetune_lora_adapter_teaches_the_codeword(
     codeword_adapter: Path, models_dir: Path
 ) -> None:
