@@ -39,10 +39,10 @@ from gateway.keys import KeyRecord
 from gateway.redis_store import RedisUnavailable
 from gateway.router import UpstreamCall
 from gateway.schemas import (
+    map_part_texts,
     message_texts,
     prompt_texts,
 )
-from gateway.semantic_cache import semantic_key
 from gateway.state import GatewayState, get_state
 from gateway.streaming import SSEResponse, relay_response
 
@@ -65,13 +65,7 @@ def _redact_payload(route: Route, payload: dict[str, Any], redact: Any) -> dict[
             if isinstance(content, str):
                 message = {**message, "content": redact(content)}
             elif isinstance(content, list):
-                parts = [
-                    {**p, "text": redact(p["text"])}
-                    if isinstance(p, dict) and isinstance(p.get("text"), str)
-                    else p
-                    for p in content
-                ]
-                message = {**message, "content": parts}
+                message = {**message, "content": map_part_texts(content, redact)}
             messages.append(message)
         return {**payload, "messages": messages}
     field_name = "prompt" if route == "completion" else "input"
@@ -173,11 +167,14 @@ async def _handle(request: Request, exchange: Exchange) -> Response:
     guardrails = state.guardrails
     if guardrails.inspects_input:
         try:
+            guardrails.refuse_unreadable(payload)
             await guardrails.check_input(texts)
         except GuardrailViolation as exc:
-            raise GatewayError(400, exc.message, code=exc.code) from None
+            raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
         if guardrails.pii_input == "redact":
-            payload = _redact_payload(route, payload, guardrails.redact_input)
+            payload = await guardrails.in_thread_if_long(
+                prompt_chars, _redact_payload, route, payload, guardrails.redact_input
+            )
 
     stream = route != "embedding" and payload.get("stream") is True
     bypass = bypass_requested(request.headers)
@@ -191,7 +188,7 @@ async def _handle(request: Request, exchange: Exchange) -> Response:
             or is_deterministic(payload)
         )
     )
-    cache_key = state.cache.key(route, model, payload) if cacheable else None
+    cache_key = state.cache.key(route, model, payload, key.id) if cacheable else None
     exchange.headers["x-cache"] = "bypass" if cache_key is None else "miss"
 
     cached: bytes | None = None
@@ -219,7 +216,7 @@ async def _handle(request: Request, exchange: Exchange) -> Response:
 
     semantic: tuple[str, str, list[float]] | None = None
     if route == "chat" and state.semantic.enabled and cacheable:
-        found = semantic_key(model, payload, settings.semantic_cache_single_turn_only)
+        found = state.semantic.key(model, payload, key.id)
         if found is not None:
             scope, prompt = found
             try:
