@@ -216,7 +216,7 @@ async def _handle(request: Request, exchange: Exchange) -> Response:
 
     semantic: tuple[str, str, list[float]] | None = None
     if route == "chat" and state.semantic.enabled and cacheable:
-        found = state.semantic.key(model, payload, key.id)
+        found = await state.semantic.key(model, payload, key.id, prompt_chars)
         if found is not None:
             scope, prompt = found
             try:

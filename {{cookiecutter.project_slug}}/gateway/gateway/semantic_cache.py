@@ -79,10 +79,16 @@ class SemanticCache:
         self._lock = asyncio.Lock()
         self._warned = False
 
-    def key(self, model: str, payload: Mapping[str, Any], key_id: str) -> tuple[str, str] | None:
-        """`semantic_key` for a request of key `key_id` under this gateway's settings."""
+    async def key(
+        self, model: str, payload: Mapping[str, Any], key_id: str, prompt_chars: int
+    ) -> tuple[str, str] | None:
+        """`semantic_key` for a request of key `key_id` under this gateway's settings; its
+        PII scan runs in a worker thread for prompts longer than the guardrails' limit."""
         tenant = cache_tenant(self.settings.cache_scope, key_id)
-        return semantic_key(model, payload, self.settings.semantic_cache_single_turn_only, tenant)
+        args = (model, payload, self.settings.semantic_cache_single_turn_only, tenant)
+        if prompt_chars > self.settings.guardrail_thread_chars:
+            return await asyncio.to_thread(semantic_key, *args)
+        return semantic_key(*args)
 
     async def check_search_module(self) -> None:
         """Disable (with one warning) when Redis has no search module."""
