@@ -129,6 +129,13 @@ def test_every_pattern_scans_hostile_input_completely(hostile: str) -> None:
     assert find_pii(hostile + " jane@example.org") == ["EMAIL"]
 
 
+async def test_long_scans_run_in_a_worker_thread() -> None:
+    guardrails = Guardrails(Settings(guardrail_thread_chars=1000))
+    loop_thread = threading.get_ident()
+    assert await guardrails.in_thread_if_long(1000, threading.get_ident) == loop_thread
+    assert await guardrails.in_thread_if_long(1001, threading.get_ident) != loop_thread
+
+
 def test_redaction_replaces_only_validated_matches() -> None:
     text = f"jane@example.org paid with {VALID_CARD}, not {INVALID_CARD}"
     assert redact_pii(text) == (f"[REDACTED_EMAIL] paid with [REDACTED_CARD], not {INVALID_CARD}")
