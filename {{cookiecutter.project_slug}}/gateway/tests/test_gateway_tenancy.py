@@ -141,3 +141,46 @@ def test_prompts_with_pii_never_enter_the_semantic_cache(shared_gateway, two_key
     ask(shared_gateway, key_a, f"Where is my parcel {topic}? Reply soon")
     control = ask(shared_gateway, key_a, f"my parcel {topic}, where is it? Reply soon")
     assert control.headers.get("x-cache-kind") == "semantic"
+
+
+@pytest.mark.e2e
+def test_real_embeddings_tenants_with_near_identical_tickets(gateway_server) -> None:
+    """The issue's case with MiniLM: two keys send the same support ticket with another
+    customer's name (0.056 apart, under the 0.1 threshold). The other key's ticket is a
+    miss; the same key's with a third name (0.059) is a semantic hit, so only the scope
+    keeps the tenants apart."""
+    models = httpx.get(f"{gateway_server.base_url}/v1/models", headers=gateway_server.headers)
+    llm = next(m["id"] for m in models.json()["data"] if "MiniLM" not in m["id"])
+    key_a = gateway_server.create_key("ticket-tenant-a")
+    key_b = gateway_server.create_key("ticket-tenant-b")
+    order = uuid.uuid4().int % 100_000
+
+    def ticket(key: str, customer: str) -> httpx.Response:
+        content = (
+            f"Support ticket from customer {customer}. Order {order} arrived damaged: the box "
+            "was crushed, the glass lid of the slow cooker is cracked and the power cable is "
+            "missing. The customer asks for a replacement or a full refund and wants to know "
+            "how to return the broken item. Summarise the ticket in one sentence and suggest "
+            "the next step."
+        )
+        response = httpx.post(
+            f"{gateway_server.base_url}/v1/chat/completions",
+            headers={"authorization": f"Bearer {key}"},
+            json={
+                "model": llm,
+                "messages": [{"role": "user", "content": content}],
+                "temperature": 0,
+                "max_tokens": 8,
+            },
+            timeout=120,
+        )
+        assert response.status_code == 200, response.text
+        return response
+
+    assert ticket(key_a, "Maria Lopez").headers["x-cache"] == "miss"
+    assert ticket(key_b, "John Smith").headers["x-cache"] == "miss"
+    same_tenant = ticket(key_a, "Wei Chen")
+    assert (same_tenant.headers["x-cache"], same_tenant.headers.get("x-cache-kind")) == (
+        "hit",
+        "semantic",
+    )
