@@ -42,7 +42,7 @@ from gateway.keys import KeyRecord
 from gateway.ratelimit import LimitDecision, RateLimiter
 from gateway.redis_store import RedisStore, RedisUnavailable
 from gateway.route_adapters import RouteAdapter
-from gateway.semantic_cache import SemanticCache, semantic_key
+from gateway.semantic_cache import SemanticCache
 from gateway.settings import Settings
 from gateway.stream_relay import STREAM_HEADERS, StreamAnswer, open_stream
 from gateway.tracing import tracing_requested
@@ -128,7 +128,7 @@ class Pipeline:
     ) -> Answer | StreamAnswer:
         request = self.admit(exchange, payload)
         request = await self.guard_input(request)
-        exchange.plan = self.plan_cache(exchange, request, bypass_cache)
+        exchange.plan = await self.plan_cache(exchange, request, bypass_cache)
         prefetched = await self.reserve(exchange, request)
         cached = await self.read_cache(exchange, request, prefetched)
         if cached is not None:
@@ -202,16 +202,19 @@ class Pipeline:
         if not guardrails.inspects_input:
             return request
         try:
+            guardrails.refuse_unreadable(request.payload)
             await guardrails.check_input(request.texts)
         except GuardrailViolation as exc:
-            raise GatewayError(400, exc.message, code=exc.code) from None
+            raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
         if guardrails.pii_input != "redact":
             return request
-        payload = request.route.redact(request.payload, guardrails.redact_input)
+        payload = await guardrails.in_thread_if_long(
+            request.prompt_chars, request.route.redact, request.payload, guardrails.redact_input
+        )
         return replace(request, payload=payload, texts=request.route.texts(payload))
 
     # plan_cache -------------------------------------------------------------------------
-    def plan_cache(self, exchange: Exchange, request: Admitted, bypass: bool) -> CachePlan:
+    async def plan_cache(self, exchange: Exchange, request: Admitted, bypass: bool) -> CachePlan:
         """Which cache entries this request may read and fill (a value, decided once)."""
         settings, route, payload = self.settings, request.route, request.payload
         cacheable = (
@@ -228,9 +231,11 @@ class Pipeline:
             return CachePlan()
         semantic = None
         if route.semantic_cacheable and self.semantic.enabled:
-            found = semantic_key(request.model, payload, settings.semantic_cache_single_turn_only)
+            key_id, chars = exchange.key.id, request.prompt_chars
+            found = await self.semantic.key(request.model, payload, key_id, chars)
             semantic = SemanticEntry(*found) if found is not None else None
-        return CachePlan(self.cache.key(route.name, request.model, payload), semantic)
+        exact_key = self.cache.key(route.name, request.model, payload, exchange.key.id)
+        return CachePlan(exact_key, semantic)
 
     # reserve ----------------------------------------------------------------------------
     async def reserve(self, exchange: Exchange, request: Admitted) -> Prefetched | None:

@@ -19,6 +19,7 @@ DEFAULT_LLM = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 
 PiiMode = Literal["off", "redact", "block"]
+CacheScope = Literal["key", "shared"]
 
 
 class UpstreamConfig(BaseModel):
@@ -126,6 +127,17 @@ class Settings(BaseSettings):
     deny_terms: list[str] = Field(default_factory=list)
     moderation: str | None = Field(
         default=None, description="Import path `module:factory` of a moderation check."
+    )
+    guardrail_thread_chars: int = Field(
+        default=16_384,
+        ge=0,
+        description="Prompts longer than this are scanned in a worker thread, off the event loop.",
+    )
+
+    # Caches (both)
+    cache_scope: CacheScope = Field(
+        default="key",
+        description="`key`: each API key has its own cache entries; `shared`: keys share them.",
     )
 
     # Exact cache

@@ -45,7 +45,9 @@ class GatewayState:
             settings.key_refresh_seconds,
         )
         self.limiter = RateLimiter(self.store)
-        self.cache = ExactCache(self.store, settings.cache_version, settings.cache_ttl_seconds)
+        self.cache = ExactCache(
+            self.store, settings.cache_version, settings.cache_ttl_seconds, settings.cache_scope
+        )
         self.upstreams = UpstreamPool(settings, self.metrics, upstream_transport)
         self.semantic = SemanticCache(settings, self.store, self.embed_one)
         self.guardrails = Guardrails(settings)

@@ -39,6 +39,9 @@ async def make_state(
     started: list[GatewayState] = []
 
     async def make(**overrides: Any) -> GatewayState:
+        # Each call here makes a fresh key: share the cache between keys so that a
+        # second call can hit (per-key scope is tested in test_gateway_tenancy.py).
+        overrides.setdefault("cache_scope", "shared")
         settings = Settings(  # type: ignore[call-arg]
             _env_file=None,
             redis_url=redis_server.url,
