@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.keys import KeyStore
-from gateway.redis_store import RedisStore, RedisUnavailable
+from gateway.redis_store import RedisStore, RedisUnavailable, masked_url
 from gateway.settings import Settings
 
 T = TypeVar("T")
@@ -75,7 +75,7 @@ def _with_keys(fn: Callable[[KeyStore], Awaitable[T]]) -> T:
     try:
         return asyncio.run(run())
     except RedisUnavailable as exc:
-        console.print(f"[red]Redis at {settings.redis_url} is unavailable:[/red] {exc}")
+        console.print(f"[red]Redis at {masked_url(settings.redis_url)} is unavailable:[/red] {exc}")
         raise typer.Exit(1) from None
 
 
