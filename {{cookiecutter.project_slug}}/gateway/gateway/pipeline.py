@@ -41,12 +41,13 @@ from gateway.guardrails import Guardrails, GuardrailViolation
 from gateway.keys import KeyRecord
 from gateway.ratelimit import LimitDecision, RateLimiter
 from gateway.redis_store import RedisStore, RedisUnavailable
+from gateway.request_fields import forwarded
 from gateway.route_adapters import RouteAdapter
 from gateway.semantic_cache import SemanticCache
 from gateway.settings import Settings
 from gateway.stream_relay import STREAM_HEADERS, StreamAnswer, open_stream
 from gateway.tracing import tracing_requested
-from gateway.upstreams import UpstreamCall, UpstreamPool
+from gateway.upstreams import UpstreamCall, UpstreamPool, provider_refusal
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class Pipeline:
         """Validate the body, resolve the model, check the key and the prompt and
         max_tokens caps."""
         route = exchange.route
-        payload = _validated(route, payload)
+        payload = forwarded(_validated(route, payload), route.fields, self.settings.forward_fields)
         exchange.model = model = self._served_model(payload["model"], exchange.key)
         texts = route.texts(payload)
         prompt_chars = sum(len(t) for t in texts)
@@ -327,7 +328,11 @@ class Pipeline:
         # The upstream call's own spans (httpx) become children of the GenAI span.
         with trace.use_span(span, end_on_exit=False) if span else contextlib.nullcontext():
             call = await self.upstreams.open(
-                request.route.path, payload, request.model, {"x-request-id": exchange.request_id}
+                request.route.path,
+                payload,
+                request.model,
+                {"x-request-id": exchange.request_id},
+                exchange.key,
             )
         if exchange.span is not None:
             exchange.span.set_attribute("server.address", call.upstream.name)
@@ -346,7 +351,10 @@ class Pipeline:
         if status >= 500:
             message = f"Upstream '{call.upstream.name}' failed with status {status}."
             raise GatewayError(502, message, code="upstream_error")
-        if not _is_openai_error(body):
+        if call.upstream.config.api_key_env is not None:
+            # An external provider: its answer may quote the gateway's provider key.
+            status, body = provider_refusal(call.upstream, status, body)
+        elif not _is_openai_error(body):
             text = body.decode(errors="replace")[:500] or f"Upstream answered {status}."
             body = orjson.dumps(error_body(text, "invalid_request_error", code="upstream_rejected"))
         outcome = Outcome(error_type=str(status))

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from gateway import request_fields
 from gateway.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -86,6 +87,7 @@ class RouteAdapter:
     semantic_cacheable: ClassVar[bool] = False
     needs_determinism: ClassVar[bool] = False  # exact cache only for deterministic requests
     text_field: ClassVar[str] = "input"
+    fields: ClassVar[frozenset[str]]  # the request fields forwarded (request_fields.py)
 
     def texts(self, payload: dict[str, Any]) -> list[str]:
         return prompt_texts(payload[self.text_field])
@@ -158,6 +160,7 @@ class ChatRoute(RouteAdapter):
     path = "/chat/completions"
     schema = ChatCompletionRequest
     operation = "chat"
+    fields = request_fields.CHAT
     generates = True
     semantic_cacheable = True
     needs_determinism = True
@@ -249,6 +252,7 @@ class CompletionRoute(RouteAdapter):
     path = "/completions"
     schema = CompletionRequest
     operation = "text_completion"
+    fields = request_fields.COMPLETION
     generates = True
     needs_determinism = True
     text_field = "prompt"
@@ -323,6 +327,7 @@ class EmbeddingRoute(RouteAdapter):
     path = "/embeddings"
     schema = EmbeddingRequest
     operation = "embeddings"
+    fields = request_fields.EMBEDDING
 
 
 CHAT = ChatRoute()
