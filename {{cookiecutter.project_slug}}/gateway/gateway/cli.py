@@ -95,11 +95,16 @@ def create_key(
     tpm: Annotated[int | None, typer.Option(min=1, help="Tokens per minute.")] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, help="Cap on max_tokens.")] = None,
     expires_in_days: Annotated[float | None, typer.Option(min=0.0)] = None,
+    collection: Annotated[
+        list[str] | None,
+        typer.Option("--collection", help='RAG collection it may read (repeat; "*": all).'),
+    ] = None,
 ) -> None:
     """Create a key. It is printed once; only its hash is stored."""
     expires_at = time.time() + expires_in_days * 86400 if expires_in_days else None
+    grants = collection or []
     api_key, record = _with_keys(
-        lambda keys: keys.create(name, model or [], rpm, tpm, max_tokens, expires_at)
+        lambda keys: keys.create(name, model or [], rpm, tpm, max_tokens, expires_at, grants)
     )
     console.print(
         f"Created {record.id} ({record.name}). Store this key now, it is not shown again:"

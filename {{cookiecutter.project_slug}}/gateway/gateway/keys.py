@@ -51,9 +51,14 @@ class KeyRecord:
     expires_at: float | None = None
     created_at: float = field(default_factory=time.time)
     is_master: bool = False
+    collections: tuple[str, ...] = ()  # RAG collections it may read; "*": all
 
     def allows_model(self, model: str) -> bool:
         return not self.models or model in self.models
+
+    def allows_collection(self, collection: str) -> bool:
+        """Only granted collections (none by default); the master key reads every one."""
+        return self.is_master or "*" in self.collections or collection in self.collections
 
     def expired(self, now: float | None = None) -> bool:
         return self.expires_at is not None and (now or time.time()) >= self.expires_at
@@ -69,6 +74,7 @@ class KeyRecord:
             "max_tokens": "" if self.max_tokens is None else str(self.max_tokens),
             "expires_at": "" if self.expires_at is None else repr(self.expires_at),
             "created_at": repr(self.created_at),
+            "collections": orjson.dumps(list(self.collections)).decode(),
         }
 
     @classmethod
@@ -89,6 +95,7 @@ class KeyRecord:
             max_tokens=optional_int("max_tokens"),
             expires_at=float(expires) if expires else None,
             created_at=float(fields.get("created_at") or 0),
+            collections=tuple(orjson.loads(fields.get("collections") or "[]")),
         )
 
     def public(self) -> dict[str, Any]:
@@ -101,6 +108,7 @@ class KeyRecord:
             "max_tokens": self.max_tokens,
             "expires_at": self.expires_at,
             "created_at": self.created_at,
+            "collections": list(self.collections),
         }
 
 
@@ -224,6 +232,7 @@ class KeyStore:
         tpm: int | None = None,
         max_tokens: int | None = None,
         expires_at: float | None = None,
+        collections: list[str] | None = None,
     ) -> tuple[str, KeyRecord]:
         api_key = new_api_key()
         key_hash = hash_key(api_key)
@@ -235,6 +244,7 @@ class KeyStore:
             tpm=tpm,
             max_tokens=max_tokens,
             expires_at=expires_at,
+            collections=tuple(collections or ()),
         )
 
         async def write(r: Any) -> None:
