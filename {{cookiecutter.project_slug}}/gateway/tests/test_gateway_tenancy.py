@@ -184,3 +184,26 @@ def test_real_embeddings_tenants_with_near_identical_tickets(gateway_server) -> 
         "hit",
         "semantic",
     )
+
+
+def test_each_key_lists_only_its_own_models(mock_gateway: GatewayProcess) -> None:
+    limited = mock_gateway.create_key("tenant-models", models=[MOCK_EMBEDDER])
+    unlimited = mock_gateway.create_key("tenant-all-models")
+
+    def listed(key: str) -> set[str]:
+        response = httpx.get(
+            f"{mock_gateway.base_url}/v1/models", headers={"authorization": f"Bearer {key}"}
+        )
+        assert response.status_code == 200
+        return {model["id"] for model in response.json()["data"]}
+
+    assert listed(limited) == {MOCK_EMBEDDER}
+    assert {MOCK_LLM, MOCK_EMBEDDER} <= listed(unlimited)
+    # And a model it does not list, it cannot use.
+    refused = httpx.post(
+        f"{mock_gateway.base_url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {limited}"},
+        json={"model": MOCK_LLM, "messages": [{"role": "user", "content": "hello"}]},
+    )
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_denied"
+    assert ask(mock_gateway, unlimited, "hello").status_code == 200
