@@ -121,6 +121,9 @@ class KeyCreate(BaseModel):
     tpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
     expires_in_seconds: float | None = Field(default=None, gt=0, le=100 * 365 * 86400)
+    collections: list[str] = Field(
+        default_factory=list, description='RAG collections the key may read ("*": all).'
+    )
     team: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[\w.-]+$")
     budget: float | None = Field(default=None, ge=0, le=1e9)
     budget_window: BudgetWindow = "monthly"
@@ -163,6 +166,7 @@ async def create_key(
             body.tpm,
             body.max_tokens,
             expires_at,
+            body.collections,
             team=body.team,
             budget=body.budget,
             budget_window=body.budget_window,

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.keys import KeyRecord, KeyStore
-from gateway.redis_store import RedisStore, RedisUnavailable
+from gateway.redis_store import RedisStore, RedisUnavailable, masked_url
 from gateway.settings import Settings
 
 T = TypeVar("T")
@@ -76,7 +76,7 @@ def _with_keys(fn: Callable[[KeyStore], Awaitable[T]]) -> T:
     try:
         return asyncio.run(run())
     except RedisUnavailable as exc:
-        console.print(f"[red]Redis at {settings.redis_url} is unavailable:[/red] {exc}")
+        console.print(f"[red]Redis at {masked_url(settings.redis_url)} is unavailable:[/red] {exc}")
         raise typer.Exit(1) from None
 
 
@@ -107,6 +107,10 @@ def create_key(
     tpm: Annotated[int | None, typer.Option(min=1, help="Tokens per minute.")] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, help="Cap on max_tokens.")] = None,
     expires_in_days: Annotated[float | None, typer.Option(min=0.0)] = None,
+    collection: Annotated[
+        list[str] | None,
+        typer.Option("--collection", help='RAG collection it may read (repeat; "*": all).'),
+    ] = None,
     team: Annotated[str | None, typer.Option(help="Team (shares the team's budget).")] = None,
     budget: Annotated[
         float | None, typer.Option(min=0.0, help="Spend allowed per window (price currency).")
@@ -115,6 +119,7 @@ def create_key(
 ) -> None:
     """Create a key. It is printed once; only its hash is stored."""
     expires_at = time.time() + expires_in_days * 86400 if expires_in_days else None
+    grants = collection or []
     api_key, record = _with_keys(
         lambda keys: keys.create(
             name,
@@ -123,6 +128,7 @@ def create_key(
             tpm,
             max_tokens,
             expires_at,
+            grants,
             team=team,
             budget=budget,
             budget_window=budget_window,
