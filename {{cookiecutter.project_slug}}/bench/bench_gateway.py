@@ -158,6 +158,11 @@ def main() -> None:
         default=None,
         help="default: half the gateway's highest sustained rate in this run",
     )
+    parser.add_argument(
+        "--spend",
+        action="store_true",
+        help="add a gateway with prices and a budgeted key to the concurrency-1 rounds",
+    )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args()
     uvloop.install()
@@ -188,6 +193,9 @@ def main() -> None:
         mock = stack.enter_context(mock_upstream(log_dir, chunks=STREAM_CHUNKS))
         redis_url = stack.enter_context(redis_server(log_dir))
         systems = [mock, stack.enter_context(gateway(log_dir, mock, redis_url))]
+        c1_systems = list(systems)
+        if args.spend:
+            c1_systems.append(stack.enter_context(gateway(log_dir, mock, redis_url, spend=True)))
         if litellm_bin is not None:
             systems.append(stack.enter_context(litellm(log_dir, mock, litellm_bin)))
         rss: dict[str, dict[str, float | None]] = {
@@ -195,13 +203,13 @@ def main() -> None:
         }
 
         console.print("warm-up")
-        for system in systems:
+        for system in c1_systems:
             asyncio.run(closed_loop(overhead_target(system), 200, concurrency=4))
 
         console.print(f"concurrency 1: {requests_c1} requests each, in {C1_ROUNDS} rounds")
-        merged = {system.name: LoadResult() for system in systems}
+        merged = {system.name: LoadResult() for system in c1_systems}
         for _ in range(C1_ROUNDS):
-            for system in systems:
+            for system in c1_systems:
                 part = asyncio.run(closed_loop(overhead_target(system), requests_c1 // C1_ROUNDS))
                 total = merged[system.name]
                 total.latencies += part.latencies
@@ -213,6 +221,11 @@ def main() -> None:
             if name != "direct":
                 added(row, c1["direct"], ("p50_ms", "p99_ms"))
         results["concurrency_1"] = c1
+        if args.spend:
+            results["spend_added_p50_delta_ms"] = round(
+                c1["gateway+spend"]["added_p50_ms"] - c1["gateway"]["added_p50_ms"], 3
+            )
+            results["load_average"] = os.getloadavg()
 
         console.print("fixed request rates")
         steps, best = run_rates(systems, rate_seconds, rates)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -107,8 +108,10 @@ def redis_server(log_dir: Path) -> Iterator[str]:
 
 
 @contextmanager
-def gateway(log_dir: Path, mock: System, redis_url: str) -> Iterator[System]:
-    """This gateway with keys, rate limits and the exact cache on; one worker."""
+def gateway(log_dir: Path, mock: System, redis_url: str, spend: bool = False) -> Iterator[System]:
+    """This gateway with keys, rate limits and the exact cache on; one worker. With
+    `spend`: a price table and a key with a budget (and a team), so every request also
+    reserves and settles its cost (`--spend`)."""
     port = free_port()
     env = {
         "PYTHONPATH": f"{PROJECT_ROOT / 'gateway'}:{PROJECT_ROOT}",
@@ -123,8 +126,14 @@ def gateway(log_dir: Path, mock: System, redis_url: str) -> Iterator[System]:
         "GATEWAY_LOG_LEVEL": "WARNING",
         "OTEL_SDK_DISABLED": "true",
     }
+    limits: dict[str, Any] = {"name": "bench", "rpm": 10**9, "tpm": 10**12}
+    if spend:
+        prices = {"input_per_million": 0.15, "output_per_million": 0.6}
+        env["GATEWAY_MODEL_PRICES"] = json.dumps({MODEL: prices})
+        limits |= {"budget": 10**6, "budget_window": "monthly", "team": "bench"}
+    name = "gateway+spend" if spend else "gateway"
     process = ManagedProcess(
-        "gateway", [sys.executable, "-m", "gateway", "serve"], log_dir, env=env, cwd=log_dir
+        name, [sys.executable, "-m", "gateway", "serve"], log_dir, env=env, cwd=log_dir
     )
     process.start()
     try:
@@ -134,10 +143,10 @@ def gateway(log_dir: Path, mock: System, redis_url: str) -> Iterator[System]:
         response = httpx.post(
             f"{base_url}/admin/keys",
             headers={"authorization": f"Bearer {MASTER_KEY}"},
-            json={"name": "bench", "rpm": 10**9, "tpm": 10**12},
+            json=limits,
         )
         response.raise_for_status()
-        yield System("gateway", base_url, response.json()["key"], process)
+        yield System(name, base_url, response.json()["key"], process)
     finally:
         process.stop()
 

@@ -117,8 +117,9 @@ class Stack:
         gateway = next((s for s in self.services if s.name == "gateway"), None)
         lines = ["stack ready:"] + [f"  {s.name:<9} {s.health_url}" for s in self.services]
         if gateway is not None:
-            base_url = f"http://{reachable_host(gateway.host)}:{gateway.port}/v1"
-            lines.append(f"  OpenAI base URL: {base_url} (Ctrl-C stops everything)")
+            root = f"http://{reachable_host(gateway.host)}:{gateway.port}"
+            lines.append(f"  OpenAI base URL: {root}/v1 (Ctrl-C stops everything)")
+            lines.append(f"  Web console:     {root}/ui (sign in with GATEWAY_MASTER_KEY)")
         self.say("\n".join(lines))
 
     def _start_watcher(self) -> None:

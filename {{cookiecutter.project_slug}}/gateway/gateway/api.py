@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import re
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -18,6 +21,8 @@ from gateway.errors import GatewayError
 from gateway.http_responses import serve
 from gateway.redis_store import RedisUnavailable
 from gateway.route_adapters import CHAT, COMPLETION, EMBEDDING, RouteAdapter
+from gateway.spend import BudgetWindow
+from gateway.usage import budget_states, usage_report
 
 routes = APIRouter()
 
@@ -106,6 +111,7 @@ async def metrics(state: StateDep) -> Response:
 
 
 MAX_LIMIT = 10**12
+TEAM_NAME = re.compile(r"[\w.-]+")
 
 
 class KeyCreate(BaseModel):
@@ -118,6 +124,26 @@ class KeyCreate(BaseModel):
     collections: list[str] = Field(
         default_factory=list, description='RAG collections the key may read ("*": all).'
     )
+    team: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[\w.-]+$")
+    budget: float | None = Field(default=None, ge=0, le=1e9)
+    budget_window: BudgetWindow = "monthly"
+
+
+class KeyUpdate(BaseModel):
+    """The fields to change (absent: unchanged; null: removed)."""
+
+    models: list[str] | None = None
+    rpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    team: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[\w.-]+$")
+    budget: float | None = Field(default=None, ge=0, le=1e9)
+    budget_window: BudgetWindow | None = None
+
+
+class TeamBudget(BaseModel):
+    budget: float | None = Field(default=None, ge=0, le=1e9)
+    budget_window: BudgetWindow = "monthly"
 
 
 @routes.post(
@@ -141,6 +167,9 @@ async def create_key(
             body.max_tokens,
             expires_at,
             body.collections,
+            team=body.team,
+            budget=body.budget,
+            budget_window=body.budget_window,
         )
     )
     return _json({"key": api_key, **record.public()}, 201)
@@ -158,6 +187,90 @@ async def revoke_key(id_or_name: str, _: MasterKey, state: StateDep) -> Response
     if not revoked:
         raise GatewayError(404, f"No key with id or name '{id_or_name}'.", code="key_not_found")
     return _json({"revoked": [r.id for r in revoked]})
+
+
+@routes.patch(
+    "/admin/keys/{key_id}",
+    tags=["admin"],
+    responses={404: ERROR_RESPONSES[404]},
+    openapi_extra=documented_body(KeyUpdate),
+)
+async def update_key(
+    key_id: str,
+    _: MasterKey,
+    state: StateDep,
+    body: Annotated[KeyUpdate, Depends(json_body(KeyUpdate))],
+) -> Response:
+    """Change a key's limits, budget or team; replicas see it within key_refresh_seconds."""
+    changes = body.model_dump(exclude_unset=True)
+    if "models" in changes:
+        changes["models"] = tuple(changes["models"] or ())
+    if changes.get("budget_window", "") is None:
+        changes.pop("budget_window")
+    record = await _key_store_call(state.keys.update(key_id, **changes))
+    if record is None:
+        raise GatewayError(404, f"No key with id '{key_id}'.", code="key_not_found")
+    return _json(record.public())
+
+
+@routes.put(
+    "/admin/teams/{team}",
+    tags=["admin"],
+    responses={403: ERROR_RESPONSES[403]},
+    openapi_extra=documented_body(TeamBudget),
+)
+async def set_team(
+    team: str,
+    _: MasterKey,
+    state: StateDep,
+    body: Annotated[TeamBudget, Depends(json_body(TeamBudget))],
+) -> Response:
+    """Set (or, with budget null, remove) a team's budget; its keys share it."""
+    if not TEAM_NAME.fullmatch(team) or len(team) > 200:
+        raise GatewayError(400, "team: letters, digits, '_', '.', '-' only.", code="invalid_team")
+    await _key_store_call(state.keys.set_team_budget(team, body.budget, body.budget_window))
+    return _json({"team": team, "budget": body.budget, "budget_window": body.budget_window})
+
+
+@routes.get("/admin/usage", tags=["admin"], responses={403: ERROR_RESPONSES[403]})
+async def usage(
+    _: MasterKey, state: StateDep, since: str | None = None, until: str | None = None
+) -> Response:
+    """Tokens, requests and spend per key, team and model over [since, until] (unix
+    seconds or ISO 8601; default the last 24 hours), from the hourly counters."""
+    try:
+        report = await usage_report(
+            state.store,
+            parse_time(since, "since"),
+            parse_time(until, "until"),
+            state.settings.usage_retention_hours,
+        )
+        records = await state.keys.list_records()
+        report["budgets"] = await budget_states(state.store, records, await state.keys.teams())
+    except ValueError as exc:
+        raise GatewayError(400, str(exc), code="invalid_request") from None
+    except RedisUnavailable:
+        raise GatewayError(503, "Redis is unavailable; usage cannot be read now.") from None
+    return _json(report)
+
+
+def parse_time(value: str | None, name: str) -> float | None:
+    """Unix seconds or an ISO 8601 time (UTC when it names no zone)."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(number):
+            raise ValueError(f"{name}: expected a finite number of seconds")
+        return number
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name}: expected unix seconds or ISO 8601, got {value!r}") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 async def _key_store_call(awaitable: Any) -> Any:

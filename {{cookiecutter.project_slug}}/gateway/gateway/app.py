@@ -57,6 +57,8 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=state.settings.max_body_bytes)
     app.include_router(routes)
+    if state.settings.console_enabled:
+        _add_console(app, state)
     rag = _optional_part("gateway.rag.api")
     if rag is not None:
         app.state.rag = rag.create_runtime(state)
@@ -67,6 +69,20 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
 
         FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
     return app
+
+
+def _add_console(app: FastAPI, state: GatewayState) -> None:
+    from gateway.console import routes as console_routes
+    from gateway.console.session import Sessions
+
+    settings = state.settings
+    app.state.console_sessions = Sessions(
+        state.store,
+        settings.master_key,
+        settings.console_session_seconds,
+        secure=settings.environment == "production",
+    )
+    app.include_router(console_routes)
 
 
 def _document_bodies(app: FastAPI) -> None:

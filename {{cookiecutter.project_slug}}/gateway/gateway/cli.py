@@ -8,18 +8,19 @@ import importlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from gateway.keys import KeyStore
+from gateway.keys import KeyRecord, KeyStore
 from gateway.redis_store import RedisStore, RedisUnavailable, masked_url
 from gateway.settings import Settings
 
 T = TypeVar("T")
+Window = Literal["daily", "weekly", "monthly"]
 app = typer.Typer(help="OpenAI-compatible gateway.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys (stored hashed in Redis).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -85,6 +86,17 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _print_budgets(records: list[KeyRecord]) -> None:
+    budgeted = [r for r in records if r.team or r.budget is not None]
+    if not budgeted:
+        return
+    table = Table("id", "name", "team", "budget", "window")
+    for r in budgeted:
+        budget = f"{r.budget:g}" if r.budget is not None else "-"
+        table.add_row(r.id, r.name, r.team or "-", budget, r.budget_window)
+    console.print(table)
+
+
 @keys_app.command("create")
 def create_key(
     name: Annotated[str, typer.Option(help="Who or what the key is for.")],
@@ -99,12 +111,28 @@ def create_key(
         list[str] | None,
         typer.Option("--collection", help='RAG collection it may read (repeat; "*": all).'),
     ] = None,
+    team: Annotated[str | None, typer.Option(help="Team (shares the team's budget).")] = None,
+    budget: Annotated[
+        float | None, typer.Option(min=0.0, help="Spend allowed per window (price currency).")
+    ] = None,
+    budget_window: Annotated[Window, typer.Option(help="When the budget resets.")] = "monthly",
 ) -> None:
     """Create a key. It is printed once; only its hash is stored."""
     expires_at = time.time() + expires_in_days * 86400 if expires_in_days else None
     grants = collection or []
     api_key, record = _with_keys(
-        lambda keys: keys.create(name, model or [], rpm, tpm, max_tokens, expires_at, grants)
+        lambda keys: keys.create(
+            name,
+            model or [],
+            rpm,
+            tpm,
+            max_tokens,
+            expires_at,
+            grants,
+            team=team,
+            budget=budget,
+            budget_window=budget_window,
+        )
     )
     console.print(
         f"Created {record.id} ({record.name}). Store this key now, it is not shown again:"
@@ -129,6 +157,7 @@ def list_keys() -> None:
             _when(r.expires_at),
         )
     console.print(table)
+    _print_budgets(records)
 
 
 @keys_app.command("revoke")
@@ -140,6 +169,20 @@ def revoke_key(id_or_name: Annotated[str, typer.Argument(help="Key id or name.")
         raise typer.Exit(1)
     for record in revoked:
         console.print(f"Revoked {record.id} ({record.name}).")
+
+
+@keys_app.command("team-budget")
+def team_budget(
+    team: Annotated[str, typer.Argument(help="Team name (as given to keys create --team).")],
+    budget: Annotated[
+        float | None, typer.Option(min=0.0, help="Spend per window; omit to remove it.")
+    ] = None,
+    window: Annotated[Window, typer.Option(help="When the budget resets.")] = "monthly",
+) -> None:
+    """Set the budget a team's keys share."""
+    _with_keys(lambda keys: keys.set_team_budget(team, budget, window))
+    shown = f"{budget:g} per {window} window" if budget is not None else "no budget"
+    console.print(f"Team {team}: {shown}.")
 
 
 def _add_optional(module: str, name: str) -> None:

@@ -18,16 +18,18 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from opentelemetry.trace import Span
 
 from gateway.cache import ExactCache
 from gateway.genai_spans import end_span
 from gateway.keys import KeyRecord
 from gateway.metrics import GatewayMetrics
-from gateway.ratelimit import LimitDecision, RateLimiter
+from gateway.ratelimit import LimitDecision, RateLimiter, UsageEntry
 from gateway.redis_store import RedisUnavailable
 from gateway.route_adapters import RouteAdapter
 from gateway.semantic_cache import SemanticCache
+from gateway.spend import Prices, from_nano, hour_of, usage_hour_key
 
 access_log = logging.getLogger("gateway.access")
 Background = Callable[[Coroutine[Any, Any, None]], None]
@@ -75,6 +77,8 @@ class Books:
     background: Background
     access_log: bool = False
     capture_content: bool = False
+    prices: Prices = field(default_factory=lambda: Prices({}))
+    usage_ttl_seconds: int = 35 * 86400
 
 
 @dataclass
@@ -115,7 +119,7 @@ class Exchange:
         self.closed = True
         outcome = outcome or Outcome()
         try:
-            self._settle(outcome.charged if outcome.charged is not None else sum(outcome.usage))
+            self._settle(outcome)
             self._record_usage(outcome)
             if self.span is not None:
                 self._end_span(outcome)
@@ -124,18 +128,39 @@ class Exchange:
         finally:
             self._record_request(status)
 
-    def _settle(self, actual_tokens: int) -> None:
-        """Replace the token reservation with the real usage, off the request path
-        (until it lands, the larger reservation counts: limits err on the safe side)."""
-        limit = self.limit
-        if limit is None or not limit.allowed or actual_tokens == limit.reserved:
+    def _settle(self, outcome: Outcome) -> None:
+        """Replace the token and cost reservation with the real usage and count the
+        usage per hour, off the request path (until it lands, the larger reservation
+        counts: limits and budgets err on the safe side)."""
+        actual = outcome.charged if outcome.charged is not None else sum(outcome.usage)
+        limit = self.limit if self.limit is not None and self.limit.allowed else None
+        usage = self._usage_entry(outcome)
+        if usage is None and (limit is None or (actual, 0) == (limit.reserved, limit.cost)):
             return
-        self.books.background(self._settle_in_redis(limit, actual_tokens))
+        self.books.background(self._settle_in_redis(limit, actual, usage))
 
-    async def _settle_in_redis(self, limit: LimitDecision, actual_tokens: int) -> None:
+    def _usage_entry(self, outcome: Outcome) -> UsageEntry | None:
+        """The hourly usage line of an answer an upstream gave (None: none did)."""
+        if outcome.upstream_seconds is None:
+            return None
+        input_tokens, output_tokens = outcome.usage
+        if outcome.charged is not None:  # ended early: the prompt as admitted
+            input_tokens = self.prompt_estimate
+        cost = self.books.prices.cost(self.model, input_tokens, output_tokens)
+        if cost:
+            self.books.metrics.spend.labels(self.model).inc(from_nano(cost))
+        key = self.key
+        line = orjson.dumps([key.id, key.name, key.team or "", self.model]).decode()
+        hour = usage_hour_key(hour_of(time.time()))
+        ttl = self.books.usage_ttl_seconds
+        return UsageEntry(hour, line, input_tokens, output_tokens, cost, ttl)
+
+    async def _settle_in_redis(
+        self, limit: LimitDecision | None, actual_tokens: int, usage: UsageEntry | None
+    ) -> None:
         # If Redis is down the reservation stands; it expires with its window.
         with contextlib.suppress(RedisUnavailable):
-            await self.books.limiter.settle(self.key, limit, actual_tokens)
+            await self.books.limiter.settle(self.key, limit, actual_tokens, usage)
 
     def _record_usage(self, outcome: Outcome) -> None:
         if outcome.upstream_seconds is None:

@@ -15,7 +15,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -24,6 +24,9 @@ from gateway.redis_store import RedisStore, RedisUnavailable
 
 KEY_PREFIX = "gw:key:"
 INDEX_KEY = "gw:keys"
+TEAM_PREFIX = "gw:team:"
+TEAMS_KEY = "gw:teams"
+BUDGET_WINDOWS = ("daily", "weekly", "monthly")
 
 
 def _text(value: bytes | str) -> str:
@@ -51,6 +54,9 @@ class KeyRecord:
     expires_at: float | None = None
     created_at: float = field(default_factory=time.time)
     is_master: bool = False
+    team: str | None = None
+    budget: float | None = None  # in the price table's currency, per budget_window
+    budget_window: str = "monthly"
     collections: tuple[str, ...] = ()  # RAG collections it may read; "*": all
 
     def allows_model(self, model: str) -> bool:
@@ -74,6 +80,9 @@ class KeyRecord:
             "max_tokens": "" if self.max_tokens is None else str(self.max_tokens),
             "expires_at": "" if self.expires_at is None else repr(self.expires_at),
             "created_at": repr(self.created_at),
+            "team": self.team or "",
+            "budget": "" if self.budget is None else repr(self.budget),
+            "budget_window": self.budget_window,
             "collections": orjson.dumps(list(self.collections)).decode(),
         }
 
@@ -86,6 +95,7 @@ class KeyRecord:
             return int(raw) if raw else None
 
         expires = fields.get("expires_at", "")
+        budget = fields.get("budget", "")
         return cls(
             id=fields["id"],
             name=fields.get("name", ""),
@@ -95,6 +105,9 @@ class KeyRecord:
             max_tokens=optional_int("max_tokens"),
             expires_at=float(expires) if expires else None,
             created_at=float(fields.get("created_at") or 0),
+            team=fields.get("team") or None,
+            budget=float(budget) if budget else None,
+            budget_window=fields.get("budget_window") or "monthly",
             collections=tuple(orjson.loads(fields.get("collections") or "[]")),
         )
 
@@ -108,6 +121,9 @@ class KeyRecord:
             "max_tokens": self.max_tokens,
             "expires_at": self.expires_at,
             "created_at": self.created_at,
+            "team": self.team,
+            "budget": self.budget,
+            "budget_window": self.budget_window,
             "collections": list(self.collections),
         }
 
@@ -233,6 +249,9 @@ class KeyStore:
         max_tokens: int | None = None,
         expires_at: float | None = None,
         collections: list[str] | None = None,
+        team: str | None = None,
+        budget: float | None = None,
+        budget_window: str = "monthly",
     ) -> tuple[str, KeyRecord]:
         api_key = new_api_key()
         key_hash = hash_key(api_key)
@@ -244,6 +263,9 @@ class KeyStore:
             tpm=tpm,
             max_tokens=max_tokens,
             expires_at=expires_at,
+            team=team or None,
+            budget=budget,
+            budget_window=budget_window,
             collections=tuple(collections or ()),
         )
 
@@ -299,3 +321,45 @@ class KeyStore:
             if "key_" + key_hash[:12] == key_id:
                 return key_hash
         return None
+
+    async def update(self, key_id: str, **changes: Any) -> KeyRecord | None:
+        """Change a key's limits, budget or team (fields of KeyRecord); None if unknown.
+        Replicas see the change within `key_refresh_seconds`."""
+        key_hash = await self._hash_of(key_id)
+        if key_hash is None:
+            return None
+        raw = await self._fetch(key_hash)
+        if not raw:
+            return None
+        record = replace(KeyRecord.from_redis(raw), **changes)
+        mapping: dict[Any, Any] = record.to_redis(key_hash)
+        await self.store.call(lambda r: r.hset(KEY_PREFIX + key_hash, mapping=mapping))
+        self._verified.pop(key_hash, None)
+        return record
+
+    async def set_team_budget(self, team: str, budget: float | None, window: str) -> None:
+        """A team's budget (None: no budget), read by the limiter's script itself."""
+        nano = "" if budget is None else str(round(budget * 1_000_000_000))
+
+        async def write(r: Any) -> None:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.hset(TEAM_PREFIX + team, mapping={"budget": nano, "window": window})
+                pipe.sadd(TEAMS_KEY, team)
+                await pipe.execute()
+
+        await self.store.call(write)
+
+    async def teams(self) -> dict[str, tuple[float | None, str]]:
+        """Every team with a budget record: name -> (budget, window)."""
+        names = sorted(_text(n) for n in await self.store.call(lambda r: r.smembers(TEAMS_KEY)))
+        result: dict[str, tuple[float | None, str]] = {}
+        for name in names:
+            raw = await self._team_record(name)
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+            budget = fields.get("budget", "")
+            result[name] = (int(budget) / 1e9 if budget else None, fields.get("window", "monthly"))
+        return result
+
+    async def _team_record(self, team: str) -> Mapping[Any, Any]:
+        result: Mapping[Any, Any] = await self.store.call(lambda r: r.hgetall(TEAM_PREFIX + team))
+        return result

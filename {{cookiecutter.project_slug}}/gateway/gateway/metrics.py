@@ -89,6 +89,12 @@ class GatewayMetrics:
             ["model", "direction"],
             registry=r,
         )
+        self.spend = Counter(
+            "gateway_spend_total",
+            "Spend by model, in the currency of GATEWAY_MODEL_PRICES (0 for unpriced models).",
+            ["model"],
+            registry=r,
+        )
         self.redis_up = Gauge(
             "gateway_redis_up", "1 when the last Redis call succeeded.", registry=r
         )

@@ -45,6 +45,7 @@ from gateway.request_fields import forwarded
 from gateway.route_adapters import RouteAdapter
 from gateway.semantic_cache import SemanticCache
 from gateway.settings import Settings
+from gateway.spend import from_nano
 from gateway.stream_relay import STREAM_HEADERS, StreamAnswer, open_stream
 from gateway.tracing import tracing_requested
 from gateway.upstreams import UpstreamCall, UpstreamPool, provider_refusal
@@ -245,15 +246,8 @@ class Pipeline:
         key, plan = exchange.key, exchange.plan
         if not self.limiter.applies_to(key):
             return None
-        completion = request.max_tokens or self.settings.default_max_tokens_reserve
-        # Every prompt of a batch gets n completions.
-        completions = int(request.payload.get("n") or 1) * request.route.prompt_count(
-            request.payload
-        )
-        tokens = request.prompt_tokens + (
-            completion * completions if request.route.generates else 0
-        )
-        command = self.limiter.reserve_command(key, tokens)
+        tokens, cost = self._reservation(request)
+        command = self.limiter.reserve_command(key, tokens, cost)
         try:
             raw, value = await self.store.call_and_get(command, plan.exact_key)
         except RedisUnavailable:
@@ -266,13 +260,26 @@ class Pipeline:
                 code="rate_limiter_unavailable",
                 headers={"retry-after": "5"},
             ) from None
-        decision = self.limiter.decision(key, tokens, raw)
+        decision = self.limiter.decision(key, tokens, raw, cost)
         exchange.headers.update(decision.headers())
         if not decision.allowed:
             self.metrics.rate_limited.labels(decision.limit).inc()
+            if decision.limit.startswith("budget"):
+                raise _budget_exceeded(decision)
             raise _rate_limited(decision, tokens)
         exchange.limit = decision
         return Prefetched(value) if plan.exact_key is not None else None
+
+    def _reservation(self, request: Admitted) -> tuple[int, int]:
+        """The worst case a request may use: tokens, and their cost in nano-units."""
+        completion = request.max_tokens or self.settings.default_max_tokens_reserve
+        # Every prompt of a batch gets n completions.
+        completions = int(request.payload.get("n") or 1) * request.route.prompt_count(
+            request.payload
+        )
+        output = completion * completions if request.route.generates else 0
+        cost = self.books.prices.cost(request.model, request.prompt_tokens, output)
+        return request.prompt_tokens + output, cost
 
     # read_cache -------------------------------------------------------------------------
     async def read_cache(
@@ -460,6 +467,18 @@ def _rate_limited(decision: LimitDecision, tokens: int) -> GatewayError:
         )
     return GatewayError(
         429, message, code=f"rate_limit_{decision.limit}", headers=decision.headers()
+    )
+
+
+def _budget_exceeded(decision: LimitDecision) -> GatewayError:
+    whose = "team's" if decision.limit == "budget_team" else "key's"
+    message = (
+        f"The {whose} {decision.budget_period} budget of {from_nano(decision.budget):.6g} "
+        f"is spent ({from_nano(decision.spent):.6g} used); it resets in "
+        f"{decision.retry_after}s."
+    )
+    return GatewayError(
+        429, message, code="budget_exceeded", headers={"retry-after": str(decision.retry_after)}
     )
 
 

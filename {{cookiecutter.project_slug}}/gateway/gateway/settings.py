@@ -52,6 +52,13 @@ class UpstreamConfig(BaseModel):
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
 
+class ModelPrice(BaseModel):
+    """What a model costs, per million tokens, in the price table's currency."""
+
+    input_per_million: float = Field(default=0.0, ge=0, le=1_000_000)
+    output_per_million: float = Field(default=0.0, ge=0, le=1_000_000)
+
+
 def _default_upstreams() -> list[UpstreamConfig]:
     return [
         UpstreamConfig(name="llm", base_url="http://127.0.0.1:8000", models=[DEFAULT_LLM]),
@@ -104,6 +111,23 @@ class Settings(BaseSettings):
         default=60.0,
         ge=0,
         description="How long a verified key stays usable from memory during a Redis outage.",
+    )
+
+    # Spend, budgets and usage (issue 18)
+    model_prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description='Prices per million tokens, e.g. {"gpt-4o-mini": {"input_per_million": '
+        '0.15, "output_per_million": 0.6}}; a model not listed costs 0 (local models).',
+    )
+    usage_retention_hours: int = Field(
+        default=24 * 35,
+        ge=1,
+        le=24 * 400,
+        description="How long hourly usage counters (and closed budget windows) are kept.",
+    )
+    console_enabled: bool = Field(default=True, description="Serve the web console at /ui.")
+    console_session_seconds: int = Field(
+        default=8 * 3600, ge=60, description="How long a console sign-in lasts."
     )
 
     # Upstreams and routing

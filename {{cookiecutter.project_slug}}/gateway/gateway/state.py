@@ -25,6 +25,7 @@ from gateway.ratelimit import RateLimiter
 from gateway.redis_store import RedisStore
 from gateway.semantic_cache import SemanticCache
 from gateway.settings import Settings
+from gateway.spend import Prices
 from gateway.tracing import configure_tracing
 from gateway.upstreams import UpstreamPool
 
@@ -47,7 +48,7 @@ class GatewayState:
                 settings.invalid_key_cache_seconds, settings.invalid_keys_per_client_per_minute
             ),
         )
-        self.limiter = RateLimiter(self.store)
+        self.limiter = RateLimiter(self.store, settings.usage_retention_hours * 3600)
         self.cache = ExactCache(
             self.store, settings.cache_version, settings.cache_ttl_seconds, settings.cache_scope
         )
@@ -72,6 +73,8 @@ class GatewayState:
             background=self.background,
             access_log=self.settings.access_log,
             capture_content=self.settings.capture_content,
+            prices=Prices.from_table(self.settings.model_prices),
+            usage_ttl_seconds=self.settings.usage_retention_hours * 3600,
         )
         return Pipeline(
             self.settings,
