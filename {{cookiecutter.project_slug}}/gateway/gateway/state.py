@@ -17,6 +17,7 @@ import httpx
 
 from gateway.cache import ExactCache
 from gateway.exchange import Books
+from gateway.exchange_log import ExchangeLog, LoopMetrics
 from gateway.guardrails import Guardrails
 from gateway.keys import KeyStore
 from gateway.metrics import GatewayMetrics
@@ -49,6 +50,8 @@ class GatewayState:
         self.upstreams = UpstreamPool(settings, self.metrics, upstream_transport)
         self.semantic = SemanticCache(settings, self.store, self.embed_one)
         self.guardrails = Guardrails(settings)
+        self.loop_metrics = LoopMetrics(self.metrics.registry)
+        self.exchange_log = ExchangeLog(settings, self.store, self.loop_metrics)
         self._background: set[asyncio.Task[None]] = set()
         self.tracing = configure_tracing()
         if self.tracing:
@@ -67,6 +70,7 @@ class GatewayState:
             background=self.background,
             access_log=self.settings.access_log,
             capture_content=self.settings.capture_content,
+            exchange_log=self.exchange_log,
         )
         return Pipeline(
             self.settings,
