@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.auth import ApiKey, MasterKey
+from gateway.auth import ApiKey
 from gateway.body_limit import documented_body, json_body
 from gateway.deps import StateDep
 from gateway.errors import GatewayError
@@ -176,9 +176,18 @@ class ExchangeFilter(BaseModel):
         return self.key is None or self.key in (item.get("key_id"), item.get("key_name"))
 
 
+async def exchange_reader(key: ApiKey, state: StateDep) -> KeyRecord:
+    """The master key, or a key named in GATEWAY_EXCHANGE_READER_KEYS (the online job)."""
+    if not (key.is_master or key.name in state.settings.exchange_reader_keys):
+        raise GatewayError(403, "This endpoint needs the master key.", code="forbidden")
+    return key
+
+
 @loop_routes.get("/admin/exchanges", tags=["admin"])
 async def list_exchanges(
-    _: MasterKey, state: StateDep, query: Annotated[ExchangeFilter, Query()]
+    _: Annotated[KeyRecord, Depends(exchange_reader)],
+    state: StateDep,
+    query: Annotated[ExchangeFilter, Query()],
 ) -> Response:
     """Exchange records, newest first, with their captured content and feedback."""
     log, start = state.exchange_log, since_ms(query.since)

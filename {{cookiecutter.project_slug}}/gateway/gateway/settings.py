@@ -198,6 +198,10 @@ class Settings(BaseSettings):
     capture_ttl_seconds: int = Field(
         default=7 * 86400, ge=60, description="How long captured content is kept."
     )
+    exchange_reader_keys: list[str] = Field(
+        default_factory=list,
+        description="Key names that may read /admin/exchanges besides the master key.",
+    )
 
     @model_validator(mode="after")
     def _refuse_example_secrets(self) -> Settings:
