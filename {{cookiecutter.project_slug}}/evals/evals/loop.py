@@ -126,15 +126,8 @@ class OnlineMetrics:
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
         from opentelemetry.sdk.resources import Resource
 
-        readers = []
-        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
-        ):
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-                OTLPMetricExporter,
-            )
-
-            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        exporter = _otlp_metric_exporter()
+        readers = [PeriodicExportingMetricReader(exporter)] if exporter is not None else []
         name = os.environ.get("OTEL_SERVICE_NAME", "evals-online")
         self.provider = MeterProvider(
             metric_readers=readers, resource=Resource.create({"service.name": name})
@@ -157,6 +150,38 @@ class OnlineMetrics:
 
     def shutdown(self) -> None:
         self.provider.shutdown()
+
+
+def prometheus_series(registry: Any) -> None:
+    """Declare, in a prometheus_client registry, the series the OTLP path turns the
+    online metrics into (the collector adds `_total` to the counter), so dashboards
+    can be checked against them (tests/test_dashboards.py)."""
+    from prometheus_client import Counter, Gauge
+
+    Gauge("evals_online_score", "Online score", ["suite", "metric"], registry=registry)
+    Counter("evals_online_samples", "Scored online", ["suite"], registry=registry)
+
+
+def _otlp_metric_exporter() -> Any | None:
+    """The OTLP exporter the standard OTEL_* variables ask for (None: no endpoint, or
+    OTEL_SDK_DISABLED=true), gRPC or HTTP like the services' traces."""
+    env = os.environ
+    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return None
+    if not (
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+    ):
+        return None
+    protocol = env.get(
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+    )
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
+            OTLPMetricExporter,
+        )
+    return OTLPMetricExporter()
 
 
 def _online_sample(item: dict[str, Any]) -> tuple[Sample, Generation] | None:
