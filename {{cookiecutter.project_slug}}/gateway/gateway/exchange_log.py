@@ -183,12 +183,26 @@ class ExchangeLog:
         raw = await self.store.call(lambda r: r.lrange(FEEDBACK_PREFIX + request_id, 0, -1))
         return [orjson.loads(item) for item in raw]
 
-    async def capture_of(self, request_id: str) -> dict[str, Any] | None:
-        raw = await self.store.call(lambda r: r.hgetall(CAPTURE_PREFIX + request_id))
-        if not raw:
-            return None
-        fields = _fields(raw)
-        return {"input": orjson.loads(fields["input"]), "output": fields["output"]}
+    async def details(self, request_ids: list[str]) -> list[tuple[list[Any], Any]]:
+        """(feedback entries, capture or None) of each request, in one round trip."""
+
+        async def read(redis: Any) -> list[Any]:
+            async with redis.pipeline(transaction=False) as pipe:
+                for request_id in request_ids:
+                    pipe.lrange(FEEDBACK_PREFIX + request_id, 0, -1)
+                    pipe.hgetall(CAPTURE_PREFIX + request_id)
+                results: list[Any] = await pipe.execute()
+                return results
+
+        raw = await self.store.call(read) if request_ids else []
+        out = []
+        for feedback, capture in zip(raw[::2], raw[1::2], strict=True):
+            fields = _fields(capture) if capture else None
+            content = None
+            if fields is not None:
+                content = {"input": orjson.loads(fields["input"]), "output": fields["output"]}
+            out.append(([orjson.loads(item) for item in feedback], content))
+        return out
 
     async def recent(self, stream: str, since_ms: int, limit: int) -> list[dict[str, str]]:
         """Entries of a stream from newest back to `since_ms`, at most `limit`."""

@@ -211,16 +211,15 @@ async def _with_content(
     log: ExchangeLog, items: list[dict[str, Any]], query: ExchangeFilter
 ) -> list[dict[str, Any]]:
     out = []
-    for item in items:
-        feedback = await log.feedback_for(item["request_id"])
+    details = await log.details([item["request_id"] for item in items])
+    for item, (feedback, content) in zip(items, details, strict=True):
         if query.feedback is False and feedback:
             continue
         if query.rating is not None:
             feedback = [f for f in feedback if f.get("rating") == query.rating]
             if not feedback:
                 continue
-        item["feedback"] = feedback
-        item["content"] = await log.capture_of(item["request_id"])
+        item["feedback"], item["content"] = feedback, content
         out.append(item)
         if len(out) >= query.limit:
             break

@@ -22,7 +22,8 @@ from gateway.pipeline import Answer
 from gateway.route_adapters import CHAT
 from gateway.settings import Settings, UpstreamConfig
 from gateway.state import GatewayState
-from tests.support.gateway import PROJECT_ROOT
+from tests.support.gateway import MOCK_LLM, PROJECT_ROOT, upstreams_env
+from tests.support.otlp import attributes_of, otlp_receiver
 from tests.support.redis import RedisServer
 from tests.support.scripted_upstream import WORDS, ScriptedUpstream
 
@@ -227,6 +228,25 @@ async def test_a_key_rate_overrides_the_global_rate_and_pii_is_redacted(
     assert "jane.doe@example.com" not in captured and "mail me at" in captured
 
 
+async def test_a_streamed_answer_is_captured_whole_with_the_clients_id_beside_it(
+    make_gateway: Callable[..., Any],
+) -> None:
+    gw = await make_gateway(capture_sample_rate=1.0)
+    body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "go"}]}
+    headers = {**gw.auth("alice"), "x-request-id": "tenant-7"}
+    async with gw.client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
+        assert r.status_code == 200
+        request_id = r.headers["x-request-id"]
+        assert r.headers["x-client-request-id"] == "tenant-7"
+        async for _ in r.aiter_bytes():
+            pass
+    await gw.settled()
+    listed = await gw.client.get("/admin/exchanges", headers=gw.auth("master"))
+    (item,) = listed.json()["data"]
+    assert item["request_id"] == request_id and item["client_request_id"] == "tenant-7"
+    assert item["content"]["output"] == "".join(WORDS)
+
+
 async def test_the_stream_stays_at_its_length_limit(make_gateway: Callable[..., Any]) -> None:
     gw = await make_gateway(exchange_stream_max_len=10)
     for n in range(25):
@@ -278,3 +298,40 @@ async def test_purge_deletes_one_keys_captures_then_all(
     assert [gw.redis.client().hget(n, "key_name") for n in remaining] == ["bob"]
     assert "Deleted 1" in await purge()
     assert not list(gw.redis.client().scan_iter(match=CAPTURE_PREFIX + "*"))
+
+
+def test_feedback_is_an_evaluation_event_on_the_requests_trace(
+    gateway_factory: Callable[..., Any],
+    redis_factory: Callable[..., RedisServer],
+    mock_upstream: Any,
+) -> None:
+    with otlp_receiver() as receiver:
+        gateway = gateway_factory(
+            redis_factory().url,
+            GATEWAY_UPSTREAMS=upstreams_env(("mock", mock_upstream.base_url, [MOCK_LLM])),
+            OTEL_SDK_DISABLED="false",
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            OTEL_BSP_SCHEDULE_DELAY="100",
+        )
+        auth = {"authorization": f"Bearer {gateway.create_key('traced')}"}
+        body = {"model": MOCK_LLM, "messages": [{"role": "user", "content": "hi"}]}
+        answer = httpx.post(f"{gateway.base_url}/v1/chat/completions", json=body, headers=auth)
+        request_id = answer.headers["x-request-id"]
+        feedback = {"request_id": request_id, "score": -0.5, "comment": "too short"}
+        rated = httpx.post(f"{gateway.base_url}/v1/feedback", json=feedback, headers=auth)
+        if rated.status_code == 404:  # the record lands just after the answer
+            rated = httpx.post(f"{gateway.base_url}/v1/feedback", json=feedback, headers=auth)
+        assert rated.status_code == 201, rated.text
+        (genai,) = receiver.wait_for(lambda s: s.name == f"chat {MOCK_LLM}", timeout=15)
+        (evaluation,) = receiver.wait_for(
+            lambda s: any(e.name == "gen_ai.evaluation.result" for e in s.events), timeout=15
+        )
+    assert evaluation.trace_id == genai.trace_id
+    assert evaluation.parent_span_id == genai.span_id
+    (event,) = evaluation.events
+    attributes = attributes_of(event)
+    assert attributes["gen_ai.evaluation.name"] == "user_feedback"
+    assert attributes["gen_ai.evaluation.score.value"] == -0.5
+    assert attributes["gen_ai.evaluation.score.label"] == "down"
+    assert attributes["gen_ai.evaluation.explanation"] == "too short"
+    assert attributes["gateway.request_id"] == request_id
