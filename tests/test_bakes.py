@@ -34,14 +34,14 @@ IDS = [bake_id(b) for b in BAKES]
 
 # Written by tools and runs, never part of a bake.
 IGNORED_PARTS = {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".venv", ".dev"}
-IGNORED_TOP = {"models", "reports", "build"}
+IGNORED_TOP = {"models", "reports", "adapters", "build"}
 # Written by the post-gen hook, not copied from the template.
 HOOK_WRITTEN = {".env"}
 
 # What each answer must add or remove, stated independently of the hook's manifest.
 REQUIRED_TOP_LEVEL = [
-    "gateway", "services/model", "evals", "tests", "docs", "README.md", "compose.yaml",
-    "Makefile", ".env.example", ".env", "docs/security.md", "pyproject.toml",
+    "gateway", "services/model", "evals", "finetune", "tests", "docs", "README.md",
+    "compose.yaml", "Makefile", ".env.example", ".env", "docs/security.md", "pyproject.toml",
     ".pre-commit-config.yaml", "requirements-dev.txt",
 ]  # fmt: skip
 INFRA = ["infra/Pulumi.yaml", "infra/__main__.py", "docs/deploy.md"]
@@ -153,6 +153,7 @@ def packages(project: Path) -> list[str]:
         "gateway/gateway",
         "services/model/model_service",
         "evals/evals",
+        "finetune/finetune",
         "infra/blueprint_infra",
         "devstack",
     ]
@@ -181,9 +182,12 @@ def test_github_workflow_is_valid(bake: tuple[Path, dict[str, Any]]) -> None:
 def test_dockerfiles_lint_clean(bake: tuple[Path, dict[str, Any]]) -> None:
     project, _ = bake
     dockerfiles = sorted(str(p.relative_to(project)) for p in project.rglob("Dockerfile*"))
-    assert {"gateway/Dockerfile", "services/model/Dockerfile.cpu", "evals/Dockerfile"} <= set(
-        dockerfiles
-    )
+    assert {
+        "gateway/Dockerfile",
+        "services/model/Dockerfile.cpu",
+        "evals/Dockerfile",
+        "finetune/Dockerfile",
+    } <= set(dockerfiles)
     hadolint = Path(sys.executable).parent / "hadolint"
     run([str(hadolint), *dockerfiles], project)
 

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.models",
     "tests.support.evals_upstream",
     "tests.support.gateway",
+    "tests.support.tiny_chat_model",
 ]

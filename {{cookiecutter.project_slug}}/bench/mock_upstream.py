@@ -5,11 +5,12 @@ Run: `python bench/mock_upstream.py --port 9000 [--model NAME ...] [--chunks 8]
 SSE), `/v1/embeddings` (a deterministic bag-of-words vector), `/v1/models`, `/health`.
 
 Behaviour can be switched at run time for fault tests with `POST /_control`
-(`{"mode": "ok"|"cut"|"slow"|"fail"}`): `cut` drops the connection after two
-chunks, `slow` streams one chunk every `--chunk-delay-ms` (default 200 ms in that
-mode) for 100 chunks, `fail` answers 503. `GET /_stats` reports requests received,
-streams completed and streams cancelled by the client; `GET /_last` returns the last
-request body (to check pass-through of unknown fields).
+(`{"mode": "ok"|"cut"|"slow"|"fail"|"reject"|"unauthorized"}`): `cut` drops the
+connection after two chunks, `slow` streams one chunk every `--chunk-delay-ms` (default
+200 ms in that mode) for 100 chunks, `fail` answers 503, `reject` 400 and
+`unauthorized` 401 with an error that quotes the request's `authorization` header.
+`GET /_stats` reports requests received, streams completed and streams cancelled by the
+client; `GET /_last` returns the last request body (to check pass-through of unknown fields).
 """
 
 from __future__ import annotations
@@ -78,6 +79,20 @@ def embed(text: str) -> list[float]:
     return [v / norm for v in vector]
 
 
+def _rejection(request: Request, mode: str) -> Response:
+    """A provider's 4xx that quotes the caller's credentials, as some providers do."""
+    auth = request.headers.get("authorization", "")
+    status = 400 if mode == "reject" else 401
+    error = {
+        "message": f"Bad request for {auth}; key {auth.removeprefix('Bearer ')} is fine",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "provider_says_no",
+        "echo_headers": dict(request.headers),
+    }
+    return _json({"error": error, "request_headers": dict(request.headers)}, status)
+
+
 def build_app(state: MockState) -> Starlette:
     async def generate(request: Request) -> Response:
         state.requests += 1
@@ -85,6 +100,8 @@ def build_app(state: MockState) -> Starlette:
         state.last = body
         if state.mode == "fail":
             return _json({"error": {"message": "overloaded", "type": "unavailable"}}, 503)
+        if state.mode in ("reject", "unauthorized"):
+            return _rejection(request, state.mode)
         chat = request.url.path.endswith("/chat/completions")
         limit = body.get("max_tokens") or body.get("max_completion_tokens") or state.chunks
         n_words = min(int(limit), state.chunks if "ECHO:" not in _prompt_text(body) else 64)

@@ -21,6 +21,7 @@ from devstack.envfile import fill_secrets
 from devstack.redis import SERVER_SETTINGS
 from devstack.settings import DevSettings, load_settings
 from evals.settings import EvalsSettings
+from finetune.settings import FinetuneSettings
 from gateway.settings import Settings as GatewaySettings
 from model_service.settings import ModelSettings
 from tests.support import project_files
@@ -29,7 +30,7 @@ from tests.support.project_files import MissingVariableError, interpolate, refer
 ROOT = project_files.PROJECT_ROOT
 MODEL_SERVICES = {"llm": 8000, "embedder": 8001, "llm-gpu": 8000, "embedder-gpu": 8001}
 # Services compose cannot or need not probe, with the reason next to them in compose.yaml.
-UNPROBED = {"evals", "online-evals", "otel-collector"}
+UNPROBED = {"evals", "online-evals", "finetune", "otel-collector"}
 
 
 def env_names(settings_class: type[BaseSettings]) -> set[str]:
@@ -207,6 +208,7 @@ def test_service_names_are_the_contract(raw: dict[str, Any]) -> None:
     dev = [service.name for service in devstack_services.plan(DevSettings(), ROOT)]
     assert set(dev) <= names
     assert raw["services"]["evals"]["profiles"] == ["evals"]
+    assert raw["services"]["finetune"]["profiles"] == ["finetune"]
     assert raw["services"]["llm"]["profiles"] == raw["services"]["embedder"]["profiles"] == ["cpu"]
     assert raw["services"]["llm-gpu"]["profiles"] == ["gpu"]
 
@@ -275,6 +277,7 @@ def test_ports_env_and_health_endpoints_agree(
 def test_env_names_are_fields_of_the_settings_classes(raw: dict[str, Any]) -> None:
     model_names, gateway_names = env_names(ModelSettings), gateway_env_names()
     evals_names = env_names(EvalsSettings)
+    finetune_names = env_names(FinetuneSettings)
     for name, service in raw["services"].items():
         for key in service.get("environment", {}):
             if key.startswith(("MODEL_", "MODELS_")):
@@ -284,6 +287,8 @@ def test_env_names_are_fields_of_the_settings_classes(raw: dict[str, Any]) -> No
             elif key.startswith("EVALS_"):
                 assert name in ("evals", "online-evals"), f"{name}: {key}"
                 assert key in evals_names, f"{name}: {key}"
+            elif key.startswith("FINETUNE_"):
+                assert name == "finetune" and key in finetune_names, f"{name}: {key}"
 
 
 def test_gateway_reaches_the_model_services_by_name(

@@ -115,6 +115,9 @@ class KeyCreate(BaseModel):
     tpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
     expires_in_seconds: float | None = Field(default=None, gt=0, le=100 * 365 * 86400)
+    collections: list[str] = Field(
+        default_factory=list, description='RAG collections the key may read ("*": all).'
+    )
 
 
 @routes.post(
@@ -130,7 +133,15 @@ async def create_key(
     """Create a client key; the key is shown once in the response and stored hashed."""
     expires_at = time.time() + body.expires_in_seconds if body.expires_in_seconds else None
     api_key, record = await _key_store_call(
-        state.keys.create(body.name, body.models, body.rpm, body.tpm, body.max_tokens, expires_at)
+        state.keys.create(
+            body.name,
+            body.models,
+            body.rpm,
+            body.tpm,
+            body.max_tokens,
+            expires_at,
+            body.collections,
+        )
     )
     return _json({"key": api_key, **record.public()}, 201)
 

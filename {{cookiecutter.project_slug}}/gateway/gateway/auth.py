@@ -32,6 +32,14 @@ async def require_api_key(request: Request, state: StateDep) -> KeyRecord:
             "Missing API key: send `Authorization: Bearer <key>`.",
             code="missing_api_key",
         )
+    client = request.client.host if request.client else "unknown"
+    if state.keys.invalid.client_blocked(client) and state.keys.known_good(token) is None:
+        raise GatewayError(
+            429,
+            "Too many invalid API keys from this client; retry in a minute.",
+            code="too_many_invalid_keys",
+            headers={"retry-after": "60"},
+        )
     try:
         record = await state.keys.verify(token)
     except KeyLookupUnavailable:
@@ -42,6 +50,7 @@ async def require_api_key(request: Request, state: StateDep) -> KeyRecord:
             headers={"retry-after": "5"},
         ) from None
     if record is None:
+        state.keys.invalid.count_failure(client)
         raise GatewayError(401, "Invalid or expired API key.", code="invalid_api_key")
     request.state.key_record = record
     return record

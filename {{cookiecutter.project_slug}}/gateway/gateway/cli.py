@@ -18,7 +18,7 @@ from rich.table import Table
 
 from gateway.exchange_log import CAPTURE_PREFIX
 from gateway.keys import KeyStore
-from gateway.redis_store import RedisStore, RedisUnavailable
+from gateway.redis_store import RedisStore, RedisUnavailable, masked_url
 from gateway.settings import Settings
 
 T = TypeVar("T")
@@ -79,7 +79,7 @@ def _with_keys(fn: Callable[[KeyStore], Awaitable[T]]) -> T:
     try:
         return asyncio.run(run())
     except RedisUnavailable as exc:
-        console.print(f"[red]Redis at {settings.redis_url} is unavailable:[/red] {exc}")
+        console.print(f"[red]Redis at {masked_url(settings.redis_url)} is unavailable:[/red] {exc}")
         raise typer.Exit(1) from None
 
 
@@ -99,11 +99,16 @@ def create_key(
     tpm: Annotated[int | None, typer.Option(min=1, help="Tokens per minute.")] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, help="Cap on max_tokens.")] = None,
     expires_in_days: Annotated[float | None, typer.Option(min=0.0)] = None,
+    collection: Annotated[
+        list[str] | None,
+        typer.Option("--collection", help='RAG collection it may read (repeat; "*": all).'),
+    ] = None,
 ) -> None:
     """Create a key. It is printed once; only its hash is stored."""
     expires_at = time.time() + expires_in_days * 86400 if expires_in_days else None
+    grants = collection or []
     api_key, record = _with_keys(
-        lambda keys: keys.create(name, model or [], rpm, tpm, max_tokens, expires_at)
+        lambda keys: keys.create(name, model or [], rpm, tpm, max_tokens, expires_at, grants)
     )
     console.print(
         f"Created {record.id} ({record.name}). Store this key now, it is not shown again:"

@@ -51,9 +51,14 @@ class KeyRecord:
     expires_at: float | None = None
     created_at: float = field(default_factory=time.time)
     is_master: bool = False
+    collections: tuple[str, ...] = ()  # RAG collections it may read; "*": all
 
     def allows_model(self, model: str) -> bool:
         return not self.models or model in self.models
+
+    def allows_collection(self, collection: str) -> bool:
+        """Only granted collections (none by default); the master key reads every one."""
+        return self.is_master or "*" in self.collections or collection in self.collections
 
     def expired(self, now: float | None = None) -> bool:
         return self.expires_at is not None and (now or time.time()) >= self.expires_at
@@ -69,6 +74,7 @@ class KeyRecord:
             "max_tokens": "" if self.max_tokens is None else str(self.max_tokens),
             "expires_at": "" if self.expires_at is None else repr(self.expires_at),
             "created_at": repr(self.created_at),
+            "collections": orjson.dumps(list(self.collections)).decode(),
         }
 
     @classmethod
@@ -89,6 +95,7 @@ class KeyRecord:
             max_tokens=optional_int("max_tokens"),
             expires_at=float(expires) if expires else None,
             created_at=float(fields.get("created_at") or 0),
+            collections=tuple(orjson.loads(fields.get("collections") or "[]")),
         )
 
     def public(self) -> dict[str, Any]:
@@ -101,11 +108,49 @@ class KeyRecord:
             "max_tokens": self.max_tokens,
             "expires_at": self.expires_at,
             "created_at": self.created_at,
+            "collections": list(self.collections),
         }
 
 
 class KeyLookupUnavailable(Exception):
     """Redis is down and this key has no recent verified copy in memory."""
+
+
+class InvalidKeyGuard:
+    """In memory, per gateway process: keys recently found unknown (answered 401
+    without Redis for `cache_seconds`) and each client's count of invalid keys in the
+    current minute (429 past `per_client_per_minute`), so a flood of bad keys neither
+    loads Redis nor, by timing out there, opens the Redis breaker for everyone."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, cache_seconds: float, per_client_per_minute: int) -> None:
+        self.cache_seconds = cache_seconds
+        self.per_client = per_client_per_minute
+        self._unknown: dict[str, float] = {}
+        self._clients: dict[str, tuple[int, int]] = {}  # client -> (minute, count)
+
+    def known_invalid(self, key_hash: str) -> bool:
+        seen = self._unknown.get(key_hash)
+        return seen is not None and time.monotonic() - seen < self.cache_seconds
+
+    def remember_invalid(self, key_hash: str) -> None:
+        if self.cache_seconds <= 0:
+            return
+        if len(self._unknown) >= self.MAX_ENTRIES:
+            self._unknown.clear()
+        self._unknown[key_hash] = time.monotonic()
+
+    def client_blocked(self, client: str) -> bool:
+        minute, count = self._clients.get(client, (0, 0))
+        return minute == int(time.time() // 60) and count >= self.per_client
+
+    def count_failure(self, client: str) -> None:
+        now = int(time.time() // 60)
+        minute, count = self._clients.get(client, (now, 0))
+        if len(self._clients) >= self.MAX_ENTRIES:
+            self._clients.clear()
+        self._clients[client] = (now, count + 1 if minute == now else 1)
 
 
 class KeyStore:
@@ -115,6 +160,7 @@ class KeyStore:
         master_key: str,
         cache_ttl_seconds: float,
         refresh_seconds: float = 0.0,
+        invalid: InvalidKeyGuard | None = None,
     ) -> None:
         self.store = store
         self._master_hash = hash_key(master_key)
@@ -122,6 +168,7 @@ class KeyStore:
         self._cache_ttl = cache_ttl_seconds
         self._refresh = min(refresh_seconds, cache_ttl_seconds)
         self._verified: dict[str, tuple[KeyRecord, float]] = {}
+        self.invalid = invalid or InvalidKeyGuard(0, 1_000_000)
 
     def is_master(self, api_key: str) -> bool:
         return hmac.compare_digest(hash_key(api_key), self._master_hash)
@@ -134,12 +181,15 @@ class KeyStore:
         fresh = self._verified.get(key_hash)
         if fresh is not None and time.monotonic() - fresh[1] < self._refresh:
             return None if fresh[0].expired() else fresh[0]
+        if self.invalid.known_invalid(key_hash):
+            return None
         try:
             raw = await self._fetch(key_hash)
         except RedisUnavailable:
             return self._verified_copy(key_hash)
         if not raw:
             self._verified.pop(key_hash, None)
+            self.invalid.remember_invalid(key_hash)
             return None
         record = KeyRecord.from_redis(raw)
         stored_hash = _text(raw.get(b"hash", b""))
@@ -147,6 +197,17 @@ class KeyStore:
             return None
         self._remember(key_hash, record)
         return record
+
+    def known_good(self, api_key: str) -> KeyRecord | None:
+        """The master key's or a recently verified key's record, without Redis (a client
+        over its invalid-key limit may still use a key that works)."""
+        key_hash = hash_key(api_key)
+        if hmac.compare_digest(key_hash, self._master_hash):
+            return self.master
+        entry = self._verified.get(key_hash)
+        if entry is None or time.monotonic() - entry[1] > self._cache_ttl:
+            return None
+        return None if entry[0].expired() else entry[0]
 
     def _remember(self, key_hash: str, record: KeyRecord) -> None:
         if self._cache_ttl <= 0:
@@ -171,6 +232,7 @@ class KeyStore:
         tpm: int | None = None,
         max_tokens: int | None = None,
         expires_at: float | None = None,
+        collections: list[str] | None = None,
     ) -> tuple[str, KeyRecord]:
         api_key = new_api_key()
         key_hash = hash_key(api_key)
@@ -182,6 +244,7 @@ class KeyStore:
             tpm=tpm,
             max_tokens=max_tokens,
             expires_at=expires_at,
+            collections=tuple(collections or ()),
         )
 
         async def write(r: Any) -> None:

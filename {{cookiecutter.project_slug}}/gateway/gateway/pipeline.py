@@ -41,12 +41,13 @@ from gateway.guardrails import Guardrails, GuardrailViolation
 from gateway.keys import KeyRecord
 from gateway.ratelimit import LimitDecision, RateLimiter
 from gateway.redis_store import RedisStore, RedisUnavailable
+from gateway.request_fields import forwarded
 from gateway.route_adapters import RouteAdapter
-from gateway.semantic_cache import SemanticCache, semantic_key
+from gateway.semantic_cache import SemanticCache
 from gateway.settings import Settings
 from gateway.stream_relay import STREAM_HEADERS, StreamAnswer, open_stream
 from gateway.tracing import tracing_requested
-from gateway.upstreams import UpstreamCall, UpstreamPool
+from gateway.upstreams import UpstreamCall, UpstreamPool, provider_refusal
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class Pipeline:
         request = await self.guard_input(request)
         if exchange.sampled:  # the input as the upstream sees it (redacted when configured)
             exchange.captured_input = request.route.captured_input(request.payload)
-        exchange.plan = self.plan_cache(exchange, request, bypass_cache)
+        exchange.plan = await self.plan_cache(exchange, request, bypass_cache)
         prefetched = await self.reserve(exchange, request)
         cached = await self.read_cache(exchange, request, prefetched)
         if cached is not None:
@@ -151,7 +152,7 @@ class Pipeline:
         """Validate the body, resolve the model, check the key and the prompt and
         max_tokens caps."""
         route = exchange.route
-        payload = _validated(route, payload)
+        payload = forwarded(_validated(route, payload), route.fields, self.settings.forward_fields)
         exchange.model = model = self._served_model(payload["model"], exchange.key)
         texts = route.texts(payload)
         prompt_chars = sum(len(t) for t in texts)
@@ -208,16 +209,19 @@ class Pipeline:
         if not guardrails.inspects_input:
             return request
         try:
+            guardrails.refuse_unreadable(request.payload)
             await guardrails.check_input(request.texts)
         except GuardrailViolation as exc:
-            raise GatewayError(400, exc.message, code=exc.code) from None
+            raise GatewayError(400, exc.message, param=exc.param, code=exc.code) from None
         if guardrails.pii_input != "redact":
             return request
-        payload = request.route.redact(request.payload, guardrails.redact_input)
+        payload = await guardrails.in_thread_if_long(
+            request.prompt_chars, request.route.redact, request.payload, guardrails.redact_input
+        )
         return replace(request, payload=payload, texts=request.route.texts(payload))
 
     # plan_cache -------------------------------------------------------------------------
-    def plan_cache(self, exchange: Exchange, request: Admitted, bypass: bool) -> CachePlan:
+    async def plan_cache(self, exchange: Exchange, request: Admitted, bypass: bool) -> CachePlan:
         """Which cache entries this request may read and fill (a value, decided once)."""
         settings, route, payload = self.settings, request.route, request.payload
         cacheable = (
@@ -234,9 +238,11 @@ class Pipeline:
             return CachePlan()
         semantic = None
         if route.semantic_cacheable and self.semantic.enabled:
-            found = semantic_key(request.model, payload, settings.semantic_cache_single_turn_only)
+            key_id, chars = exchange.key.id, request.prompt_chars
+            found = await self.semantic.key(request.model, payload, key_id, chars)
             semantic = SemanticEntry(*found) if found is not None else None
-        return CachePlan(self.cache.key(route.name, request.model, payload), semantic)
+        exact_key = self.cache.key(route.name, request.model, payload, exchange.key.id)
+        return CachePlan(exact_key, semantic)
 
     # reserve ----------------------------------------------------------------------------
     async def reserve(self, exchange: Exchange, request: Admitted) -> Prefetched | None:
@@ -331,7 +337,11 @@ class Pipeline:
         # The upstream call's own spans (httpx) become children of the GenAI span.
         with trace.use_span(span, end_on_exit=False) if span else contextlib.nullcontext():
             call = await self.upstreams.open(
-                request.route.path, payload, request.model, _upstream_headers(exchange)
+                request.route.path,
+                payload,
+                request.model,
+                _upstream_headers(exchange),
+                exchange.key,
             )
         if exchange.span is not None:
             exchange.span.set_attribute("server.address", call.upstream.name)
@@ -350,7 +360,10 @@ class Pipeline:
         if status >= 500:
             message = f"Upstream '{call.upstream.name}' failed with status {status}."
             raise GatewayError(502, message, code="upstream_error")
-        if not _is_openai_error(body):
+        if call.upstream.config.api_key_env is not None:
+            # An external provider: its answer may quote the gateway's provider key.
+            status, body = provider_refusal(call.upstream, status, body)
+        elif not _is_openai_error(body):
             text = body.decode(errors="replace")[:500] or f"Upstream answered {status}."
             body = orjson.dumps(error_body(text, "invalid_request_error", code="upstream_rejected"))
         outcome = Outcome(error_type=str(status))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -29,6 +30,18 @@ class RedisUnavailable(Exception):
 
 
 Command = Callable[[Any], Awaitable[Any]]
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password (and a user name's secret half) shown as `***`, for
+    messages and logs: a Redis URL carries the server's password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:***" if parts.username else ":***"
+    host = parts.hostname or ""
+    netloc = f"{user}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class RedisStore:

@@ -16,10 +16,12 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from gateway import request_fields
 from gateway.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
+    map_part_texts,
     message_texts,
     prompt_texts,
 )
@@ -85,6 +87,7 @@ class RouteAdapter:
     semantic_cacheable: ClassVar[bool] = False
     needs_determinism: ClassVar[bool] = False  # exact cache only for deterministic requests
     text_field: ClassVar[str] = "input"
+    fields: ClassVar[frozenset[str]]  # the request fields forwarded (request_fields.py)
 
     def texts(self, payload: dict[str, Any]) -> list[str]:
         return prompt_texts(payload[self.text_field])
@@ -161,13 +164,15 @@ class ChatRoute(RouteAdapter):
     path = "/chat/completions"
     schema = ChatCompletionRequest
     operation = "chat"
+    fields = request_fields.CHAT
     generates = True
     semantic_cacheable = True
     needs_determinism = True
     chunk_object = "chat.completion.chunk"
 
     def texts(self, payload: dict[str, Any]) -> list[str]:
-        return message_texts(payload["messages"])
+        messages = payload["messages"]
+        return [*message_texts(messages), *_tool_call_texts(messages), *_tool_texts(payload)]
 
     def prompt_count(self, payload: dict[str, Any]) -> int:
         return 1
@@ -179,7 +184,11 @@ class ChatRoute(RouteAdapter):
         return 0
 
     def redact(self, payload: dict[str, Any], redact: TextFilter) -> dict[str, Any]:
-        return {**payload, "messages": [_redact_message(m, redact) for m in payload["messages"]]}
+        messages = [_redact_message(m, redact) for m in payload["messages"]]
+        payload = {**payload, "messages": messages}
+        if isinstance(payload.get("tools"), list):
+            payload["tools"] = [_redact_tool(tool, redact) for tool in payload["tools"]]
+        return payload
 
     def filter_output(self, body: dict[str, Any], filter_text: TextFilter) -> bool:
         changed = False
@@ -250,9 +259,20 @@ class CompletionRoute(RouteAdapter):
     path = "/completions"
     schema = CompletionRequest
     operation = "text_completion"
+    fields = request_fields.COMPLETION
     generates = True
     needs_determinism = True
     text_field = "prompt"
+
+    def texts(self, payload: dict[str, Any]) -> list[str]:
+        suffix = payload.get("suffix")  # the model reads it after the prompt
+        return [*super().texts(payload), *([suffix] if isinstance(suffix, str) else [])]
+
+    def redact(self, payload: dict[str, Any], redact: TextFilter) -> dict[str, Any]:
+        payload = super().redact(payload, redact)
+        if isinstance(payload.get("suffix"), str):
+            payload["suffix"] = redact(payload["suffix"])
+        return payload
 
     def filter_output(self, body: dict[str, Any], filter_text: TextFilter) -> bool:
         changed = False
@@ -314,6 +334,7 @@ class EmbeddingRoute(RouteAdapter):
     path = "/embeddings"
     schema = EmbeddingRequest
     operation = "embeddings"
+    fields = request_fields.EMBEDDING
 
 
 CHAT = ChatRoute()
@@ -325,16 +346,75 @@ ROUTES: dict[str, RouteAdapter] = {route.name: route for route in (CHAT, COMPLET
 def _redact_message(message: dict[str, Any], redact: TextFilter) -> dict[str, Any]:
     content = message.get("content")
     if isinstance(content, str):
-        return {**message, "content": redact(content)}
-    if isinstance(content, list):
-        parts = [
-            {**p, "text": redact(p["text"])}
-            if isinstance(p, dict) and isinstance(p.get("text"), str)
-            else p
-            for p in content
-        ]
-        return {**message, "content": parts}
+        message = {**message, "content": redact(content)}
+    elif isinstance(content, list):
+        message = {**message, "content": map_part_texts(content, redact)}
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):
+        message = {**message, "tool_calls": [_redact_tool_call(c, redact) for c in calls]}
     return message
+
+
+# Tools: the chat template renders each tool's whole `function` (name, description,
+# parameter schema with its descriptions and enums) and each assistant tool call's
+# name and arguments into the prompt, so the guardrails read all of those strings.
+def _tool_texts(payload: dict[str, Any]) -> list[str]:
+    tools = payload.get("tools")
+    if not isinstance(tools, list):
+        return []
+    return [text for tool in tools for text in _strings_in(_function_of(tool))]
+
+
+def _tool_call_texts(messages: list[dict[str, Any]]) -> list[str]:
+    texts = []
+    for message in messages:
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            function = _function_of(call)
+            texts += [
+                function[k] for k in ("name", "arguments") if isinstance(function.get(k), str)
+            ]
+    return texts
+
+
+def _function_of(item: Any) -> dict[str, Any]:
+    function = item.get("function") if isinstance(item, dict) else None
+    return function if isinstance(function, dict) else {}
+
+
+def _redact_tool(tool: Any, redact: TextFilter) -> Any:
+    if not _function_of(tool):
+        return tool
+    return {**tool, "function": _map_strings(tool["function"], redact)}
+
+
+def _redact_tool_call(call: Any, redact: TextFilter) -> Any:
+    function = _function_of(call)
+    if not isinstance(function.get("arguments"), str):
+        return call
+    return {**call, "function": {**function, "arguments": redact(function["arguments"])}}
+
+
+def _strings_in(value: Any) -> Iterator[str]:
+    """Every string value inside a JSON value (not the object keys)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings_in(item)
+
+
+def _map_strings(value: Any, change: TextFilter) -> Any:
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {key: _map_strings(item, change) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(item, change) for item in value]
+    return value
 
 
 def _meta(response: dict[str, Any]) -> dict[str, Any]:

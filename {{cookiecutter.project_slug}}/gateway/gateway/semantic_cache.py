@@ -1,11 +1,14 @@
 """Semantic cache: RedisVL `SemanticCache` with embeddings from the gateway's upstreams.
 
-Entries are scoped by a tag that hashes the model, the system prompt(s) and the
-generation parameters; a lookup only matches entries of the same scope whose user
-prompt is within the distance threshold. The scope never includes the full request
-(that would make it an exact cache). Only single-turn prompts (system + one user
-message) are cached by default. Without the Redis search module the gateway logs one
-warning and runs without it.
+Entries are scoped by a tag that hashes the tenant (the caller's key id under
+`GATEWAY_CACHE_SCOPE=key`, the default; see `gateway.cache.cache_tenant`), the model,
+the system prompt(s) and the generation parameters; a lookup only matches entries of
+the same scope whose user prompt is within the distance threshold. The scope never
+includes the full request (that would make it an exact cache). Only single-turn prompts
+(system + one user message) are cached by default. A prompt in which PII was found (or
+that carries the gateway's redaction marks) is neither looked up nor stored: a near
+neighbour of it is another person's data. Without the Redis search module the gateway
+logs one warning and runs without it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError, ResponseError
 
+from gateway.cache import cache_tenant
+from gateway.guardrails import REDACTION_MARK, find_pii
 from gateway.redis_store import RedisStore
 from gateway.settings import Settings
 
@@ -28,8 +33,12 @@ SCOPE_EXCLUDED = frozenset({"messages", "stream", "stream_options", "user", "mod
 Embed = Callable[[str], Awaitable[list[float]]]
 
 
+def _carries_pii(texts: list[str]) -> bool:
+    return any(REDACTION_MARK in text or find_pii(text) for text in texts)
+
+
 def semantic_key(
-    model: str, payload: Mapping[str, Any], single_turn_only: bool
+    model: str, payload: Mapping[str, Any], single_turn_only: bool, tenant: str
 ) -> tuple[str, str] | None:
     """(scope, prompt) for a cacheable chat request, else None."""
     system: list[str] = []
@@ -44,11 +53,17 @@ def semantic_key(
             users.append(content)
         elif single_turn_only:
             return None
-    if not users or (single_turn_only and len(users) != 1):
+    if not users or (single_turn_only and len(users) != 1) or _carries_pii(system + users):
         return None
     params = {k: v for k, v in payload.items() if k not in SCOPE_EXCLUDED}
     scope_source = orjson.dumps(
-        {"model": model, "system": system, "params": params, "history": users[:-1]},
+        {
+            "tenant": tenant,
+            "model": model,
+            "system": system,
+            "params": params,
+            "history": users[:-1],
+        },
         option=orjson.OPT_SORT_KEYS,
     )
     return hashlib.sha256(scope_source).hexdigest()[:32], users[-1]
@@ -64,6 +79,17 @@ class SemanticCache:
         self._sync_client: Any = None
         self._lock = asyncio.Lock()
         self._warned = False
+
+    async def key(
+        self, model: str, payload: Mapping[str, Any], key_id: str, prompt_chars: int
+    ) -> tuple[str, str] | None:
+        """`semantic_key` for a request of key `key_id` under this gateway's settings; its
+        PII scan runs in a worker thread for prompts longer than the guardrails' limit."""
+        tenant = cache_tenant(self.settings.cache_scope, key_id)
+        args = (model, payload, self.settings.semantic_cache_single_turn_only, tenant)
+        if prompt_chars > self.settings.guardrail_thread_chars:
+            return await asyncio.to_thread(semantic_key, *args)
+        return semantic_key(*args)
 
     async def check_search_module(self) -> None:
         """Disable (with one warning) when Redis has no search module."""

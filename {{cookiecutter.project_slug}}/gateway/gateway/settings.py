@@ -19,6 +19,7 @@ DEFAULT_LLM = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 
 PiiMode = Literal["off", "redact", "block"]
+CacheScope = Literal["key", "shared"]
 
 
 class UpstreamConfig(BaseModel):
@@ -31,6 +32,15 @@ class UpstreamConfig(BaseModel):
     api_key_env: str | None = Field(
         default=None, description="Name of an env var holding this upstream's API key."
     )
+    cache_salt: bool | None = Field(
+        default=None,
+        description="Send vLLM's per-tenant `cache_salt`; default: to upstreams without "
+        "`api_key_env` (self-hosted vLLM or the model service), not to external providers.",
+    )
+
+    @property
+    def salts_cache(self) -> bool:
+        return self.cache_salt if self.cache_salt is not None else self.api_key_env is None
 
     @property
     def api_base(self) -> str:
@@ -127,6 +137,17 @@ class Settings(BaseSettings):
     moderation: str | None = Field(
         default=None, description="Import path `module:factory` of a moderation check."
     )
+    guardrail_thread_chars: int = Field(
+        default=16_384,
+        ge=0,
+        description="Prompts longer than this are scanned in a worker thread, off the event loop.",
+    )
+
+    # Caches (both)
+    cache_scope: CacheScope = Field(
+        default="key",
+        description="`key`: each API key has its own cache entries; `shared`: keys share them.",
+    )
 
     # Exact cache
     cache_enabled: bool = True
@@ -170,6 +191,18 @@ class Settings(BaseSettings):
     rag_history_max_messages: int = Field(default=10, ge=0)
     rag_max_tokens: int = Field(default=256, ge=1)
     rag_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+
+    # Hardening (issue 14 items 9-11)
+    forward_fields: list[str] = Field(
+        default_factory=list,
+        description="Request fields forwarded besides OpenAI's and vLLM's documented ones.",
+    )
+    invalid_key_cache_seconds: float = Field(
+        default=10.0, ge=0, description="How long a key found unknown is refused without Redis."
+    )
+    invalid_keys_per_client_per_minute: int = Field(
+        default=30, ge=1, description="Invalid keys one client address may send a minute (429)."
+    )
 
     # Telemetry
     capture_content: bool = Field(

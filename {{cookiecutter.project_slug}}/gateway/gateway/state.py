@@ -19,7 +19,7 @@ from gateway.cache import ExactCache
 from gateway.exchange import Books
 from gateway.exchange_log import ExchangeLog, LoopMetrics
 from gateway.guardrails import Guardrails
-from gateway.keys import KeyStore
+from gateway.keys import InvalidKeyGuard, KeyStore
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
 from gateway.ratelimit import RateLimiter
@@ -44,9 +44,14 @@ class GatewayState:
             settings.master_key,
             settings.key_cache_ttl_seconds,
             settings.key_refresh_seconds,
+            InvalidKeyGuard(
+                settings.invalid_key_cache_seconds, settings.invalid_keys_per_client_per_minute
+            ),
         )
         self.limiter = RateLimiter(self.store)
-        self.cache = ExactCache(self.store, settings.cache_version, settings.cache_ttl_seconds)
+        self.cache = ExactCache(
+            self.store, settings.cache_version, settings.cache_ttl_seconds, settings.cache_scope
+        )
         self.upstreams = UpstreamPool(settings, self.metrics, upstream_transport)
         self.semantic = SemanticCache(settings, self.store, self.embed_one)
         self.guardrails = Guardrails(settings)

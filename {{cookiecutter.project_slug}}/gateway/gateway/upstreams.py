@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,11 +22,15 @@ import httpx
 import orjson
 
 from gateway.breaker import CircuitBreaker
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, error_body
+from gateway.keys import KeyRecord
 from gateway.metrics import GatewayMetrics
+from gateway.request_fields import cache_salt
 from gateway.settings import Settings, UpstreamConfig
 
 log = logging.getLogger("gateway.upstreams")
+# What a provider's error message may quote of a key: `sk-...`, `Bearer ...`, masked forms.
+KEY_LIKE = re.compile(r"(?i)\b(?:sk|key|pk|rk)[-_][\w*.-]{4,}|\bbearer\s+\S+|\*{3,}\w*")
 RETRY_STATUSES = frozenset({502, 503, 504})
 RETRY = object()  # an attempt that failed in a way worth trying again
 
@@ -95,6 +100,47 @@ class UpstreamCall:
             await self.response.aclose()
 
 
+def provider_refusal(upstream: Upstream, status: int, body: bytes) -> tuple[int, bytes]:
+    """What the client sees of an external provider's 4xx: a fresh OpenAI error with
+    the provider's message minus anything key-like, its type, param and code (never its
+    other fields or headers). 401/403 mean the gateway's own credentials: 502."""
+    if status in (401, 403):
+        message = f"Upstream '{upstream.name}' refused the gateway's credentials ({status})."
+        return 502, orjson.dumps(error_body(message, "upstream_error", code="upstream_auth"))
+    try:
+        error = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        error = None
+    error = error if isinstance(error, dict) else {}
+    message = str(error.get("message") or f"Upstream '{upstream.name}' answered {status}.")
+    if upstream.config.api_key:
+        message = message.replace(upstream.config.api_key, "[redacted]")
+    message = KEY_LIKE.sub("[redacted]", message[:2000])[:500]
+    fields = [error.get(name) for name in ("type", "param", "code")]
+    kind, param, code = (f if isinstance(f, str) else None for f in fields)
+    return status, orjson.dumps(
+        error_body(message, kind or "invalid_request_error", param, code or "upstream_rejected")
+    )
+
+
+class Bodies:
+    """A request's JSON body, with and without the tenant's `cache_salt` (serialised
+    once each, on first use): only upstreams that take the salt get it."""
+
+    def __init__(self, payload: dict[str, Any], salt: str | None) -> None:
+        self.payload = payload
+        self.salt = salt
+        self._encoded: dict[bool, bytes] = {}
+
+    def for_upstream(self, upstream: Upstream) -> bytes:
+        salted = self.salt is not None and upstream.config.salts_cache
+        body = self._encoded.get(salted)
+        if body is None:
+            payload = {**self.payload, "cache_salt": self.salt} if salted else self.payload
+            body = self._encoded[salted] = orjson.dumps(payload)
+        return body
+
+
 class UpstreamPool:
     def __init__(
         self,
@@ -140,18 +186,21 @@ class UpstreamPool:
         payload: Mapping[str, Any],
         model: str,
         extra_headers: Mapping[str, str] | None = None,
+        key: KeyRecord | None = None,
     ) -> UpstreamCall:
         """Send the request and return once response headers arrive.
 
-        Tries `model` then its fallbacks; raises GatewayError (502/503/504) when
-        nothing could serve it. Upstream 4xx responses are returned, not raised.
+        Tries `model` then its fallbacks that `key` may use; raises GatewayError
+        (502/503/504) when nothing could serve it. Upstream 4xx responses are returned,
+        not raised. With a key, upstreams that take it get the key's `cache_salt`.
         """
         errors: list[str] = []
+        salt = cache_salt(key.id) if key is not None else None
         for target in [model, *self.fallbacks.get(model, [])]:
-            if target not in self.by_model:
+            if target not in self.by_model or (key is not None and not key.allows_model(target)):
                 continue
-            body = orjson.dumps({**payload, "model": target})
-            call = await self._open_model(path, body, target, extra_headers, errors)
+            bodies = Bodies({**payload, "model": target}, salt)
+            call = await self._open_model(path, bodies, target, extra_headers, errors)
             if call is not None:
                 return call
         if any(e.endswith("timed out") for e in errors):
@@ -170,7 +219,7 @@ class UpstreamPool:
     async def _open_model(
         self,
         path: str,
-        body: bytes,
+        bodies: Bodies,
         model: str,
         extra_headers: Mapping[str, str] | None,
         errors: list[str],
@@ -186,6 +235,7 @@ class UpstreamPool:
                 errors.append(f"{model}: all upstreams unavailable")
                 return None
             tried.add(upstream.name)
+            body = bodies.for_upstream(upstream)
             call = await self._attempt(upstream, path, body, headers, model, errors)
             if call is not RETRY:
                 return call
@@ -210,11 +260,7 @@ class UpstreamPool:
             response = await upstream.client.send(request, stream=True)
         except httpx.TimeoutException as exc:
             upstream.in_flight -= 1
-            reason = "connect_timeout" if isinstance(exc, httpx.ConnectTimeout) else "timeout"
-            self._failed(upstream, reason)
-            errors.append(f"{upstream.name} timed out")
-            # A read timeout: the upstream may still be working on it, do not pile on.
-            return None if reason == "timeout" else RETRY
+            return self._timed_out(upstream, exc, errors)
         except httpx.TransportError as exc:
             upstream.in_flight -= 1
             self._failed(upstream, "connection")
@@ -236,6 +282,24 @@ class UpstreamPool:
         else:
             upstream.breaker.record_success()
         return UpstreamCall(upstream, response, model, started, time.perf_counter())
+
+    def _timed_out(self, upstream: Upstream, exc: httpx.TimeoutException, errors: list[str]) -> Any:
+        """RETRY or None after a timeout. Only a connect timeout counts against the
+        upstream's breaker: a full pool is the gateway's own limit, and a read timeout
+        before the headers is a long generation (the upstream may still be working on
+        it, so it is not retried either)."""
+        if isinstance(exc, httpx.ConnectTimeout):
+            self._failed(upstream, "connect_timeout")
+            errors.append(f"{upstream.name} timed out")
+            return RETRY
+        upstream.breaker.release_trial()
+        if isinstance(exc, httpx.PoolTimeout):
+            self.metrics.upstream_errors.labels(upstream.name, "pool_timeout").inc()
+            errors.append(f"{upstream.name} unavailable: gateway connection pool full")
+            return RETRY
+        self.metrics.upstream_errors.labels(upstream.name, "timeout").inc()
+        errors.append(f"{upstream.name} timed out")
+        return None
 
     def _failed(self, upstream: Upstream, reason: str) -> None:
         upstream.breaker.record_failure()

@@ -75,7 +75,7 @@ def test_streaming_headers(mock_gateway: GatewayProcess) -> None:
     assert body.rstrip().endswith("data: [DONE]")
 
 
-def test_unknown_fields_pass_through_unchanged(
+def test_openai_fields_pass_through_unchanged_and_unknown_ones_are_dropped(
     mock_gateway: GatewayProcess, mock_upstream: MockUpstream
 ) -> None:
     tools = [
@@ -90,17 +90,22 @@ def test_unknown_fields_pass_through_unchanged(
         "response_format": {"type": "json_object"},
         "logprobs": True,
         "top_logprobs": 2,
-        "vendor_specific": {"nested": [1, 2.5, None]},
     }
     response = httpx.post(
         f"{mock_gateway.base_url}/v1/chat/completions",
         headers=mock_gateway.headers,
-        json={"model": MOCK_LLM, "messages": [{"role": "user", "content": "tools"}], **extra},
+        json={
+            "model": MOCK_LLM,
+            "messages": [{"role": "user", "content": "tools"}],
+            "vendor_specific": {"nested": [1, 2.5, None]},  # not in GATEWAY_FORWARD_FIELDS
+            **extra,
+        },
     )
     assert response.status_code == 200
     received = mock_upstream.last_request()
     for name, value in extra.items():
         assert received[name] == value
+    assert "vendor_specific" not in received
 
 
 def test_completions_echo_passes_through(

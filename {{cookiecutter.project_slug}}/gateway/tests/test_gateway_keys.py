@@ -8,7 +8,9 @@ import httpx
 import pytest
 
 from gateway.keys import hash_key
+from gateway.redis_store import masked_url
 from tests.support.gateway import MOCK_LLM, GatewayProcess
+from tests.support.processes import free_port
 
 
 def _cli(redis_url: str, *args: str):
@@ -101,3 +103,18 @@ def test_admin_endpoints_need_the_master_key(mock_gateway: GatewayProcess) -> No
     listed = httpx.get(f"{mock_gateway.base_url}/admin/keys", headers=mock_gateway.headers)
     assert "not-admin" in {k["name"] for k in listed.json()["data"]}
     assert "key" not in listed.json()["data"][0]
+
+
+def test_masked_url_hides_only_the_password() -> None:
+    assert masked_url("redis://:pw@host:6379/0") == "redis://:***@host:6379/0"
+    assert masked_url("rediss://user:pw@host/1") == "rediss://user:***@host/1"
+    assert masked_url("redis://127.0.0.1:6380/0") == "redis://127.0.0.1:6380/0"
+
+
+def test_cli_error_masks_the_redis_password() -> None:
+    # Nothing listens on a fresh free port: the CLI reports Redis as unavailable.
+    url = f"redis://default:hunter2-secret@127.0.0.1:{free_port()}/0"
+    result = _cli(url, "list")
+    assert result.exit_code == 1
+    assert "hunter2-secret" not in result.output
+    assert "default:***@127.0.0.1" in result.output

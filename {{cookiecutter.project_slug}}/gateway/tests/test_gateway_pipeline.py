@@ -39,6 +39,9 @@ async def make_state(
     started: list[GatewayState] = []
 
     async def make(**overrides: Any) -> GatewayState:
+        # Each call here makes a fresh key: share the cache between keys so that a
+        # second call can hit (per-key scope is tested in test_gateway_tenancy.py).
+        overrides.setdefault("cache_scope", "shared")
         settings = Settings(  # type: ignore[call-arg]
             _env_file=None,
             redis_url=redis_server.url,
@@ -379,3 +382,43 @@ async def test_auth_runs_before_any_body_is_read_and_every_route_limits_its_body
         # Still answering afterwards.
         created = await client.post("/admin/keys", json={"name": "after"}, headers=master)
         assert created.status_code == 201, created.text
+
+
+class _TimingOutTransport(httpx.AsyncBaseTransport):
+    """The upstream app behind a transport that first raises the given timeouts."""
+
+    def __init__(self, app: ScriptedUpstream, timeouts: list[httpx.TimeoutException]) -> None:
+        self.inner = httpx.ASGITransport(app=app)
+        self.timeouts = timeouts
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.timeouts:
+            raise self.timeouts.pop(0)
+        return await self.inner.handle_async_request(request)
+
+
+async def test_the_breaker_counts_upstream_failures_not_pool_or_read_timeouts(
+    redis_server: RedisServer, upstream: ScriptedUpstream
+) -> None:
+    timeouts: list[httpx.TimeoutException] = [
+        *(httpx.PoolTimeout("pool full") for _ in range(3)),
+        *(httpx.ReadTimeout("long generation") for _ in range(3)),
+    ]
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        redis_url=redis_server.url,
+        upstreams=[UpstreamConfig(name="s", base_url="http://s", models=[MODEL])],
+        upstream_breaker_failures=2,
+        max_retries=0,
+    )
+    state = GatewayState(settings, upstream_transport=_TimingOutTransport(upstream, timeouts))
+    await state.start()
+    try:
+        for expected in (503, 503, 503, 504, 504, 504):
+            with pytest.raises(GatewayError) as refused:
+                await whole(state, CHAT, key(), chat())
+            assert refused.value.status == expected
+        assert state.upstreams.upstreams[0].breaker.state == "closed"
+        assert (await whole(state, CHAT, key(), chat())).status == 200
+    finally:
+        await state.stop()

@@ -204,7 +204,9 @@ def test_sessions_are_private_to_their_api_key(
 ) -> None:
     session = f"s-{uuid.uuid4().hex}"
     ask(rag_gateway, question("How does the semantic cache work?", collection, session_id=session))
-    other_key = rag_gateway.create_key(f"rag-other-{secrets.token_hex(3)}")
+    other_key = rag_gateway.create_key(
+        f"rag-other-{secrets.token_hex(3)}", collections=[collection]
+    )
     # Same session id from another key: no history, so nothing to rewrite.
     body = ask(
         rag_gateway, question("and who maintains it?", collection, session_id=session), other_key
@@ -277,7 +279,9 @@ def test_model_calls_count_against_the_callers_limits(
     rag_gateway: GatewayProcess, collection: str
 ) -> None:
     # One answered question costs two requests: the question's embedding and the answer.
-    key = rag_gateway.create_key(f"rag-limited-{secrets.token_hex(3)}", rpm=2)
+    key = rag_gateway.create_key(
+        f"rag-limited-{secrets.token_hex(3)}", rpm=2, collections=[collection]
+    )
     text = "Which team maintains the caching layer?"
     assert ask(rag_gateway, question(text, collection), key).status_code == 200
 
@@ -349,3 +353,24 @@ async def test_in_process_app_records_chat_retrieve_and_generate_spans(
     assert isinstance(scores, tuple) and len(scores) == len(response.json()["sources"])
     assert spans["rag.generate"]["gen_ai.request.model"] == MOCK_LLM
     assert spans["rag.generate"]["rag.grounded"] is True
+
+
+def test_collections_belong_to_keys(
+    rag_gateway: GatewayProcess, collection: str, rag_upstream: MockUpstream
+) -> None:
+    """Tenant isolation for RAG: a key reads only the collections it was granted."""
+    text = "Which team maintains the caching layer?"
+    granted = rag_gateway.create_key(f"rag-a-{secrets.token_hex(3)}", collections=[collection])
+    other = rag_gateway.create_key(f"rag-b-{secrets.token_hex(3)}", collections=["elsewhere"])
+    everything = rag_gateway.create_key(f"rag-all-{secrets.token_hex(3)}", collections=["*"])
+    assert ask(rag_gateway, question(text, collection), granted).status_code == 200
+    assert ask(rag_gateway, question(text, collection), everything).status_code == 200
+    requests_before = rag_upstream.stats()["requests"]
+    denied = ask(rag_gateway, question(text, collection), other)
+    missing = ask(rag_gateway, question(text, f"absent-{uuid.uuid4().hex[:6]}"), other)
+    # Not granted reads exactly like absent: nothing tells the key the collection exists.
+    assert denied.status_code == missing.status_code == 404
+    assert denied.json()["error"]["code"] == missing.json()["error"]["code"]
+    assert rag_upstream.stats()["requests"] == requests_before  # nothing embedded or asked
+    assert ask(rag_gateway, question(text, collection)).status_code == 200  # master: all
+    assert ask(rag_gateway, question(text, collection), granted).status_code == 200

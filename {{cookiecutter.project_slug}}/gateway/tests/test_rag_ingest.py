@@ -16,10 +16,11 @@ from typer.testing import CliRunner
 
 from gateway.rag.cli import app as rag_cli
 from gateway.rag.embeddings import OpenAICompatibleEmbeddings
-from gateway.rag.ingest import FileStatus, Ingestor
+from gateway.rag.ingest import FileStatus, Ingestor, discover
 from gateway.rag.loaders import load_file
 from gateway.rag.store import CollectionNotFoundError, InvalidCollectionNameError, VectorStore
 from tests.support.gateway import MOCK_EMBEDDER, MockUpstream
+from tests.support.processes import free_port
 from tests.support.redis import RedisServer
 
 SAMPLE_DOCS = Path(__file__).resolve().parents[1] / "gateway" / "rag" / "sample_docs"
@@ -240,3 +241,28 @@ def test_cli_reports_unreachable_embedding_service(
     assert (
         "Embedding failed" in result.output and "GATEWAY_RAG_EMBEDDINGS_BASE_URL" in result.output
     )
+
+
+def test_ingestion_does_not_follow_symlinks_out_of_the_folder(tmp_path: Path) -> None:
+    folder, outside = tmp_path / "docs", tmp_path / "outside"
+    (folder / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.md").write_text("# Secret\nanother tenant's data")
+    (folder / "kept.md").write_text("# Kept\nhello")
+    (folder / "leak.md").symlink_to(outside / "secret.md")
+    (folder / "linked-dir").symlink_to(outside, target_is_directory=True)
+    (folder / "sub" / "alias.md").symlink_to(folder / "kept.md")  # inside: followed
+    base, files = discover(folder)
+    assert base == folder
+    assert [f.relative_to(folder).as_posix() for f in files] == ["kept.md", "sub/alias.md"]
+
+
+def test_cli_masks_the_redis_password(monkeypatch: pytest.MonkeyPatch, docs: Path) -> None:
+    # Nothing listens on a fresh free port: the CLI reports Redis as unusable.
+    url = f"redis://default:hunter2-secret@127.0.0.1:{free_port()}/0"
+    monkeypatch.setenv("GATEWAY_REDIS_URL", url)
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(rag_cli, ["list"])
+    assert result.exit_code == 1
+    assert "hunter2-secret" not in result.output
+    assert "redis://default:***@127.0.0.1" in result.output

@@ -42,6 +42,8 @@ record = {{
     "models": os.environ["EVALS_KEY_MODELS"], "rpm": os.environ["EVALS_KEY_RPM"],
     "tpm": os.environ["EVALS_KEY_TPM"], "max_tokens": "", "expires_at": "",
     "created_at": repr(time.time()),
+    # The RAG suite asks the stack's collections: this operator's job may read them all.
+    "collections": '["*"]',
 }}
 client = redis.Redis.from_url(os.environ["GATEWAY_REDIS_URL"], socket_timeout=10)
 with client.pipeline(transaction=True) as pipe:

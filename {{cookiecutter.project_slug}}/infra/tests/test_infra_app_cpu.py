@@ -335,6 +335,7 @@ async def test_the_registered_evals_key_is_accepted_by_the_gateway_with_its_scop
         assert record.name == "evals"
         assert record.allows_model("HuggingFaceTB/SmolLM2-135M-Instruct")
         assert not record.allows_model("some-other-model")
+        assert record.allows_collection("docs")  # the RAG suite's collection
         assert await keys.verify(key + "x") is None
         assert [r.name for r in await keys.list_records()].count("evals") == 1
     finally:

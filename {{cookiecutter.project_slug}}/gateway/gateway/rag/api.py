@@ -25,6 +25,7 @@ from starlette.requests import HTTPConnection
 from gateway.auth import ApiKey
 from gateway.body_limit import documented_body, json_body
 from gateway.errors import GatewayError
+from gateway.keys import KeyRecord
 from gateway.rag.runtime import RagRuntime
 from gateway.rag.schemas import (
     RagAnswerMessage,
@@ -72,7 +73,7 @@ async def rag_chat(key: ApiKey, runtime: RuntimeDep, body: RagBody) -> Any:
         span.set_attribute("rag.collection", body.collection)
         span.set_attribute("rag.streaming", body.stream)
         span.set_attribute("rag.session", body.session_id is not None)
-        turn = await _turn(runtime, body, key.id)
+        turn = await _turn(runtime, body, key)
         service = RagService(runtime, key)
         retrieved = await _model_call(runtime, lambda: service.retrieve(turn))
         if body.stream:
@@ -98,8 +99,9 @@ async def rag_chat(key: ApiKey, runtime: RuntimeDep, body: RagBody) -> Any:
         )
 
 
-async def _turn(runtime: RagRuntime, body: RagChatRequest, owner: str) -> Turn:
+async def _turn(runtime: RagRuntime, body: RagChatRequest, key: KeyRecord) -> Turn:
     """The turn to answer: the request checked, the session history loaded."""
+    owner = key.id
     settings = runtime.settings
     question, prior = _split_messages(body)
     top_k = body.top_k or settings.rag_top_k
@@ -110,7 +112,7 @@ async def _turn(runtime: RagRuntime, body: RagChatRequest, owner: str) -> Turn:
             param="top_k",
             code="invalid_value",
         )
-    await _require_collection(runtime, body.collection)
+    await _require_collection(runtime, body.collection, key)
     history = prior
     if body.session_id is not None:
         session_id = body.session_id
@@ -148,12 +150,15 @@ def _split_messages(body: RagChatRequest) -> tuple[str, list[BaseMessage]]:
     return question, prior
 
 
-async def _require_collection(runtime: RagRuntime, collection: str) -> None:
+async def _require_collection(runtime: RagRuntime, collection: str, key: KeyRecord) -> None:
     try:
         validate_collection_name(collection)
     except InvalidCollectionNameError as exc:
         raise GatewayError(400, str(exc), param="collection", code="invalid_value") from None
-    if not await runtime.call(lambda: runtime.store.exists(collection)):
+    # A collection the key was not granted reads as one that does not exist: the
+    # answer tells no key which collections other keys have.
+    granted = key.allows_collection(collection)
+    if not granted or not await runtime.call(lambda: runtime.store.exists(collection)):
         raise GatewayError(
             404,
             f"Collection {collection!r} does not exist: ingest documents into it with "

@@ -30,6 +30,7 @@ from gateway.rag.store import (
     InvalidCollectionNameError,
     VectorStore,
 )
+from gateway.redis_store import masked_url
 from gateway.settings import Settings
 
 T = TypeVar("T")
@@ -63,8 +64,9 @@ def _run(settings: Settings, work: Callable[[VectorStore], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except (RedisError, RedisSearchError, OSError) as exc:
+        where = masked_url(settings.redis_url)
         console.print(
-            f"[red]Redis with vector search is not usable at {settings.redis_url}[/red] "
+            f"[red]Redis with vector search is not usable at {where}[/red] "
             f"({type(exc).__name__}: {exc}). Set GATEWAY_REDIS_URL."
         )
         raise typer.Exit(1) from None

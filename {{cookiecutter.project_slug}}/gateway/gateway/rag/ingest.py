@@ -63,9 +63,18 @@ def discover(path: Path) -> tuple[Path, list[Path]]:
     if path.is_file():
         return path.parent, [path]
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path))
+        root = path.resolve()
+        files = sorted(
+            p for p in path.rglob("*") if p.is_file() and not _hidden(p, path) and _inside(p, root)
+        )
         return path, files
     raise FileNotFoundError(f"no such file or folder: {path}")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether `path`, its symlinks followed, lies in `root`: a link to a file outside
+    the folder (`/etc/passwd`, another tenant's data) is not ingested."""
+    return path.resolve().is_relative_to(root)
 
 
 def _hidden(path: Path, root: Path) -> bool:

@@ -1,0 +1,1 @@
+"""LoRA fine-tuning job: `python -m finetune train --dataset FILE --name NAME`."""
