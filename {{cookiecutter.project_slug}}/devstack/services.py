@@ -154,6 +154,7 @@ def gateway_env(settings: DevSettings) -> dict[str, str]:
         "GATEWAY_UPSTREAMS": json.dumps(upstreams(settings)),
         "GATEWAY_EMBEDDING_MODEL": settings.embedding_model,
         "GATEWAY_SEMANTIC_CACHE_ENABLED": settings.gateway_semantic_cache_enabled,
+        "GATEWAY_CAPTURE_SAMPLE_RATE": settings.gateway_capture_sample_rate,
         "GATEWAY_RAG_LLM_MODEL": settings.llm_model,
         "GATEWAY_RAG_EMBEDDINGS_BASE_URL": f"http://127.0.0.1:{settings.embedder_port}/v1",
         "OPENAI_API_KEY": settings.openai_api_key,

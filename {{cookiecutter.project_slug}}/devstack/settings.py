@@ -49,6 +49,7 @@ class DevSettings(BaseSettings):
     gateway_master_key: str = ""
     gateway_environment: str = "development"
     gateway_semantic_cache_enabled: str = "false"
+    gateway_capture_sample_rate: str = "0"
     openai_api_key: str = ""
     redis_password: str = ""
 

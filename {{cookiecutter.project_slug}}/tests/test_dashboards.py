@@ -107,10 +107,16 @@ def sample_names(families: Iterable[Any]) -> set[str]:
 
 
 def registries() -> list[CollectorRegistry]:
+    from evals.loop import prometheus_series
+    from gateway.exchange_log import LoopMetrics
     from gateway.metrics import GatewayMetrics
     from model_service.metrics import ServiceMetrics
 
-    return [GatewayMetrics().registry, ServiceMetrics("any-model").registry]
+    gateway = GatewayMetrics().registry
+    LoopMetrics(gateway)  # the state registers the quality loop's metrics beside them
+    online = CollectorRegistry()
+    prometheus_series(online)  # the online evals job, through the collector
+    return [gateway, ServiceMetrics("any-model").registry, online]
 
 
 def registered_names() -> set[str]:
@@ -167,6 +173,13 @@ def test_gateway_dashboard_covers_the_design_metrics() -> None:
         "gateway_in_flight_requests",
         "gateway_tokens_total",
     ):
+        assert metric in queried, metric
+
+
+def test_quality_loop_dashboard_shows_feedback_and_online_scores() -> None:
+    dashboard = PROJECT_ROOT / "observability/grafana/dashboards/quality-loop.json"
+    queried = set(queried_metrics(dashboard))
+    for metric in ("gateway_feedback_total", "evals_online_score", "evals_online_samples_total"):
         assert metric in queried, metric
 
 

@@ -23,6 +23,14 @@ from evals.gate import (
     evaluate_gate,
     parse_threshold_overrides,
 )
+from evals.loop import (
+    GatewayUnavailable,
+    OnlineMetrics,
+    OnlineScorer,
+    fetch_exchanges,
+    from_feedback,
+    write_dataset,
+)
 from evals.perf.suite import PerfOptions, run_perf
 from evals.report.writer import load_report, new_run_id, resolve_report, write_report
 from evals.results import Comparison, Report, SuiteResult
@@ -38,6 +46,8 @@ app = typer.Typer(
 )
 baseline_app = typer.Typer(help="Manage the baseline report used for regression checks.")
 app.add_typer(baseline_app, name="baseline")
+datasets_app = typer.Typer(help="Build datasets (from the quality loop's feedback).")
+app.add_typer(datasets_app, name="datasets")
 console = Console(stderr=True)
 
 
@@ -344,3 +354,79 @@ def list_suites() -> None:
             "ready" if present else ("skipped (no dataset)" if s.optional else "MISSING DATASET")
         )
         print(f"{name:16} {s.task:15} {s.dataset:24} {state}")
+
+
+@datasets_app.command("from-feedback")
+def datasets_from_feedback(
+    out: Annotated[Path, typer.Option(help="Dataset file to write (JSONL).")],
+    rating: Annotated[
+        str | None, typer.Option(help="Only exchanges rated up, down or neutral.")
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="How far back: 7d, 12h, 30m.")] = None,
+    key: Annotated[str | None, typer.Option(help="Only this key's exchanges (name or id).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=5000)] = 5000,
+) -> None:
+    """Write a dataset of rated, captured exchanges (correction -> target) through the
+    gateway's /admin/exchanges (EVALS_BASE_URL, EVALS_API_KEY)."""
+    settings = _settings()
+    try:
+        items = fetch_exchanges(
+            settings, rating=rating, since=since, key=key, feedback="true", limit=limit
+        )
+    except GatewayUnavailable as exc:
+        console.print(f"[red]error[/] {exc}")
+        raise typer.Exit(EXIT_RUN_FAILED) from exc
+    samples = from_feedback(items)
+    write_dataset(samples, out)
+    console.print(f"{len(samples)} samples from {len(items)} rated exchanges -> {out}")
+
+
+@app.command()
+def online(
+    once: Annotated[bool, typer.Option(help="One pass, then exit.")] = False,
+    suite: Annotated[str | None, typer.Option(help="Suite (EVALS_ONLINE_SUITE).")] = None,
+) -> None:
+    """Score captured exchanges with a suite's scorers, continuously (or --once), and
+    export evals_online_score / evals_online_samples_total over OTLP."""
+    settings = _settings()
+    try:
+        chosen = load_suite(suite or settings.online_suite, settings.suites_dir)
+        scorer = OnlineScorer(chosen, settings)
+    except (SuiteError, ScorerConfigError) as exc:
+        console.print(f"[red]error[/] {exc}")
+        raise typer.Exit(EXIT_RUN_FAILED) from exc
+    metrics = OnlineMetrics()
+    try:
+        asyncio.run(_online_passes(scorer, metrics, settings, once))
+    except GatewayUnavailable as exc:
+        console.print(f"[red]error[/] {exc}")
+        raise typer.Exit(EXIT_RUN_FAILED) from exc
+    finally:
+        metrics.shutdown()
+
+
+async def _online_passes(
+    scorer: OnlineScorer, metrics: OnlineMetrics, settings: EvalsSettings, once: bool
+) -> None:
+    async with OpenAIClient(settings) as client:
+        while True:
+            try:
+                items = fetch_exchanges(
+                    settings,
+                    captured="true",
+                    since=settings.online_since,
+                    limit=settings.online_max_samples,
+                )
+            except GatewayUnavailable as exc:
+                if once:
+                    raise
+                console.print(f"[yellow]gateway unavailable[/] {exc}; retrying")
+                items = []
+            result = await scorer.score(items, client)
+            metrics.record(scorer.suite.name, result)
+            metrics.flush()
+            means = ", ".join(f"{k}={v:.3f}" for k, v in result.means.items()) or "-"
+            console.print(f"online {scorer.suite.name}: {result.samples} scored; {means}")
+            if once:
+                return
+            await asyncio.sleep(settings.online_interval_s)

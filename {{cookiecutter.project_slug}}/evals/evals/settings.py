@@ -64,6 +64,19 @@ class EvalsSettings(BaseSettings):
         default=None, description="The model service's own URL, to detect buffering by the gateway."
     )
 
+    # The quality loop (docs/feedback.md): datasets from feedback, online scores.
+    online_suite: str = Field(
+        default="feedback", description="Suite whose scorers score captured exchanges."
+    )
+    online_interval_s: float = Field(default=60.0, gt=0, description="Seconds between passes.")
+    online_since: str = Field(default="1h", description="How far back a pass looks (7d, 1h).")
+    online_max_samples: int = Field(default=500, ge=1, description="Exchanges per pass.")
+
+    @property
+    def gateway_root(self) -> str:
+        """The gateway's root URL (base_url without /v1), for its admin routes."""
+        return self.base_url.rstrip("/").removesuffix("/v1")
+
     @property
     def effective_judge_model(self) -> str:
         return self.judge_model or self.model

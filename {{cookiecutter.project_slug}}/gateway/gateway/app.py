@@ -20,6 +20,7 @@ from gateway import __version__
 from gateway.api import routes
 from gateway.body_limit import DOCUMENTED_BODIES, BodyLimit
 from gateway.errors import install_error_handlers
+from gateway.feedback import loop_routes
 from gateway.settings import Settings
 from gateway.state import GatewayState
 from gateway.tracing import tracing_requested
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, state: GatewayState | None = No
     app.include_router(routes)
     if state.settings.console_enabled:
         _add_console(app, state)
+    app.include_router(loop_routes)
     rag = _optional_part("gateway.rag.api")
     if rag is not None:
         app.state.rag = rag.create_runtime(state)

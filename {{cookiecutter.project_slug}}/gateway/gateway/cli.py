@@ -1,5 +1,6 @@
-"""Command line: `python -m gateway serve`, `python -m gateway keys create|list|revoke`
-(and `python -m gateway rag ...` when the RAG part is present)."""
+"""Command line: `python -m gateway serve`, `python -m gateway keys create|list|revoke`,
+`python -m gateway captures purge` (and `python -m gateway rag ...` when the RAG part
+is present)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import importlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from gateway.exchange_log import CAPTURE_PREFIX
 from gateway.keys import KeyRecord, KeyStore
 from gateway.redis_store import RedisStore, RedisUnavailable, masked_url
 from gateway.settings import Settings
@@ -24,6 +26,8 @@ Window = Literal["daily", "weekly", "monthly"]
 app = typer.Typer(help="OpenAI-compatible gateway.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys (stored hashed in Redis).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+captures_app = typer.Typer(help="Captured exchange content (docs/feedback.md).")
+app.add_typer(captures_app, name="captures")
 console = Console()
 
 
@@ -183,6 +187,41 @@ def team_budget(
     _with_keys(lambda keys: keys.set_team_budget(team, budget, window))
     shown = f"{budget:g} per {window} window" if budget is not None else "no budget"
     console.print(f"Team {team}: {shown}.")
+
+
+@captures_app.command("purge")
+def purge_captures(
+    key: Annotated[
+        str | None, typer.Option("--key", help="Only this key's captures (name or id).")
+    ] = None,
+) -> None:
+    """Delete captured content (messages and answers) now, of every key or of one."""
+    settings = _load_settings()
+
+    async def run() -> int:
+        store = RedisStore(settings, timeout_seconds=max(settings.redis_timeout_seconds, 2.0))
+        try:
+            return int(await store.call(lambda r: _purge(r, key)))
+        finally:
+            await store.close()
+
+    try:
+        deleted = asyncio.run(run())
+    except RedisUnavailable as exc:
+        console.print(f"[red]Redis at {settings.redis_url} is unavailable:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"Deleted {deleted} captured exchange(s).")
+
+
+async def _purge(redis: Any, key: str | None) -> int:
+    deleted = 0
+    async for name in redis.scan_iter(match=CAPTURE_PREFIX + "*", count=500):
+        if key is not None:
+            owner = await redis.hmget(name, ["key_id", "key_name"])
+            if key.encode() not in owner:
+                continue
+        deleted += await redis.delete(name)
+    return deleted
 
 
 def _add_optional(module: str, name: str) -> None:

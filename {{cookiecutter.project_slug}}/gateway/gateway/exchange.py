@@ -4,8 +4,9 @@ An `Exchange` is opened when the pipeline takes a request (the in-flight gauge g
 up) and closed exactly once by `close(status, outcome)`: it settles the token
 reservation, records usage, ends the GenAI span, fills the caches with a complete
 answer, writes the request metrics and the access log line, and lowers the in-flight
-gauge. The pipeline calls it from one `finally` for JSON answers; the stream relay
-from one `finally` for streams.
+gauge; last, it hands the exchange record (and a sampled capture) to the exchange log,
+appended in the background (exchange_log.py). The pipeline calls it from one `finally`
+for JSON answers; the stream relay from one `finally` for streams.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from gateway.cache import ExactCache
+from gateway.exchange_log import Capture, ExchangeLog
 from gateway.genai_spans import end_span
 from gateway.keys import KeyRecord
 from gateway.metrics import GatewayMetrics
@@ -79,6 +82,7 @@ class Books:
     capture_content: bool = False
     prices: Prices = field(default_factory=lambda: Prices({}))
     usage_ttl_seconds: int = 35 * 86400
+    exchange_log: ExchangeLog | None = None
 
 
 @dataclass
@@ -98,6 +102,9 @@ class Exchange:
     span: Span | None = None
     prompt_estimate: int = 0  # the prompt's tokens as admitted (for an answer without usage)
     closed: bool = False
+    client_request_id: str | None = None  # the caller's own x-request-id, echoed back
+    sampled: bool = False  # content is captured (GATEWAY_CAPTURE_SAMPLE_RATE)
+    captured_input: Any = None  # the input as sent upstream (after redaction)
 
     def __post_init__(self) -> None:
         self.books.metrics.in_flight.inc()
@@ -106,11 +113,14 @@ class Exchange:
         return max(0.0, (time.perf_counter() - self.started - self.upstream_seconds) * 1000)
 
     def response_headers(self) -> dict[str, str]:
-        return {
+        headers = {
             **self.headers,
             "x-request-id": self.request_id,
             "x-gateway-overhead-ms": f"{self.overhead_ms():.3f}",
         }
+        if self.client_request_id is not None:
+            headers["x-client-request-id"] = self.client_request_id
+        return headers
 
     async def close(self, status: int, outcome: Outcome | None = None) -> None:
         """End the request: settle, usage, span, caches, metrics, log (once)."""
@@ -127,6 +137,7 @@ class Exchange:
                 await self._fill_caches(outcome.cache_body)
         finally:
             self._record_request(status)
+            self._log_exchange(status, outcome)
 
     def _settle(self, outcome: Outcome) -> None:
         """Replace the token and cost reservation with the real usage and count the
@@ -200,6 +211,35 @@ class Exchange:
                     "duration_ms": round(elapsed * 1000, 2),
                 },
             )
+
+    def _log_exchange(self, status: int, outcome: Outcome) -> None:
+        log = self.books.exchange_log
+        if log is None or not log.enabled:
+            return
+        capture = None
+        if self.sampled and status == 200 and self.captured_input is not None:
+            capture = Capture(self.captured_input, outcome.output_text)
+        self.books.background(log.append(self._record(status, outcome), capture))
+
+    def _record(self, status: int, outcome: Outcome) -> dict[str, str]:
+        context = (self.span or trace.get_current_span()).get_span_context()
+        return {
+            "request_id": self.request_id,
+            "client_request_id": self.client_request_id or "",
+            "key_id": self.key.id,
+            "key_name": self.key.name,
+            "model": self.model,
+            "route": self.route.name,
+            "status": str(status),
+            "latency_ms": f"{(time.perf_counter() - self.started) * 1000:.1f}",
+            "input_tokens": str(outcome.usage[0]),
+            "output_tokens": str(outcome.usage[1]),
+            "cache": self.headers.get("x-cache-kind") or self.headers.get("x-cache", ""),
+            "trace_id": f"{context.trace_id:032x}" if context.is_valid else "",
+            "span_id": f"{context.span_id:016x}" if context.is_valid else "",
+            "at": f"{time.time():.3f}",
+            "captured": "0",
+        }
 
 
 def estimate_tokens(chars: int) -> int:

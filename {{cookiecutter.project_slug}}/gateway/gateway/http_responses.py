@@ -4,7 +4,6 @@ out) and the SSE response that notices a client leaving at once."""
 from __future__ import annotations
 
 import contextlib
-import uuid
 
 import anyio
 from starlette.requests import Request
@@ -12,6 +11,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.cache import bypass_requested
+from gateway.exchange_log import new_request_id
 from gateway.keys import KeyRecord
 from gateway.pipeline import Answer, Pipeline
 from gateway.route_adapters import RouteAdapter
@@ -44,11 +44,17 @@ class SSEResponse(StreamingResponse):
 async def serve(
     request: Request, key: KeyRecord, pipeline: Pipeline, route: RouteAdapter
 ) -> Response:
-    """One OpenAI route: body in, the pipeline's answer out."""
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    """One OpenAI route: body in, the pipeline's answer out. The request id is always
+    the gateway's own; a caller's `x-request-id` travels beside it (x-client-request-id)."""
+    client_id = request.headers.get("x-request-id")
     body = await request.body()  # bounded by the BodyLimit middleware (body_limit.py)
     answer = await pipeline.handle(
-        route, key, body, request_id, bypass_cache=bypass_requested(request.headers)
+        route,
+        key,
+        body,
+        new_request_id(),
+        bypass_cache=bypass_requested(request.headers),
+        client_request_id=client_id[:200] if client_id else None,
     )
     if isinstance(answer, StreamAnswer):
         return SSEResponse(answer.events, media_type="text/event-stream", headers=answer.headers)

@@ -107,9 +107,13 @@ class Pipeline:
         payload: dict[str, Any] | bytes,
         request_id: str,
         bypass_cache: bool = False,
+        client_request_id: str | None = None,
     ) -> Answer | StreamAnswer:
         """Run one request through the stages; raises GatewayError for refusals."""
         exchange = Exchange(self.books, route, key, request_id)
+        exchange.client_request_id = client_request_id
+        log = self.books.exchange_log
+        exchange.sampled = log is not None and route.generates and log.sampled(key)
         status, outcome, streaming = 500, Outcome(), False
         try:
             answer = await self._run(exchange, payload, bypass_cache)
@@ -130,6 +134,8 @@ class Pipeline:
     ) -> Answer | StreamAnswer:
         request = self.admit(exchange, payload)
         request = await self.guard_input(request)
+        if exchange.sampled:  # the input as the upstream sees it (redacted when configured)
+            exchange.captured_input = request.route.captured_input(request.payload)
         exchange.plan = await self.plan_cache(exchange, request, bypass_cache)
         prefetched = await self.reserve(exchange, request)
         cached = await self.read_cache(exchange, request, prefetched)
@@ -316,11 +322,14 @@ class Pipeline:
     def serve_cached(self, exchange: Exchange, request: Admitted, body: bytes, kind: str) -> Answer:
         exchange.headers["x-cache"] = "hit"
         exchange.headers["x-cache-kind"] = kind
+        outcome = Outcome()
+        if exchange.sampled:
+            outcome.output_text = request.route.first_text(orjson.loads(body))
         if not request.stream:
-            return Answer(200, body, exchange.response_headers())
+            return Answer(200, body, exchange.response_headers(), outcome=outcome)
         events = sse.replay(request.route, orjson.loads(body), request.include_usage)
         headers = {**exchange.response_headers(), **STREAM_HEADERS}
-        return Answer(200, b"".join(events), headers, "text/event-stream")
+        return Answer(200, b"".join(events), headers, "text/event-stream", outcome)
 
     # call_upstream ----------------------------------------------------------------------
     async def call_upstream(self, exchange: Exchange, request: Admitted) -> UpstreamCall:
@@ -338,7 +347,7 @@ class Pipeline:
                 request.route.path,
                 payload,
                 request.model,
-                {"x-request-id": exchange.request_id},
+                _upstream_headers(exchange),
                 exchange.key,
             )
         if exchange.span is not None:
@@ -400,9 +409,18 @@ class Pipeline:
                     raw = orjson.dumps(body)
             except GuardrailViolation as exc:
                 raise GatewayError(502, exc.message, code=exc.code) from None
-        outcome.output_text = route.first_text(body) if self.books.capture_content else None
+        wanted = self.books.capture_content or exchange.sampled
+        outcome.output_text = route.first_text(body) if wanted else None
         outcome.cache_body = raw
         return Answer(200, raw, exchange.response_headers(), outcome=outcome)
+
+
+def _upstream_headers(exchange: Exchange) -> dict[str, str]:
+    """The gateway's id, and the caller's own id beside it (never in its place)."""
+    headers = {"x-request-id": exchange.request_id}
+    if exchange.client_request_id is not None:
+        headers["x-client-request-id"] = exchange.client_request_id
+    return headers
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,10 @@ class RouteAdapter:
     def first_text(self, body: dict[str, Any]) -> str | None:
         return None
 
+    def captured_input(self, payload: dict[str, Any]) -> Any:
+        """What a content capture keeps of the request (exchange_log.py)."""
+        return payload[self.text_field]
+
     # Streaming (only routes that generate) ---------------------------------------------
     def chunk_holder(self, choice: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         """The dict inside a stream chunk's choice that holds its text, and the text's key."""
@@ -172,6 +176,9 @@ class ChatRoute(RouteAdapter):
 
     def prompt_count(self, payload: dict[str, Any]) -> int:
         return 1
+
+    def captured_input(self, payload: dict[str, Any]) -> Any:
+        return payload["messages"]
 
     def prompt_token_ids(self, payload: dict[str, Any]) -> int:
         return 0

@@ -233,6 +233,33 @@ class Settings(BaseSettings):
         default=False, description="Record prompt and completion text in traces (off by default)."
     )
 
+    # Exchange records, content capture and feedback (docs/feedback.md)
+    exchange_log_enabled: bool = Field(
+        default=True, description="Keep a compact record of every request (no content)."
+    )
+    exchange_stream_max_len: int = Field(
+        default=10_000, ge=10, description="Records (and feedback entries) kept at most."
+    )
+    exchange_max_age_seconds: int = Field(
+        default=7 * 86400, ge=60, description="Records and feedback older than this go."
+    )
+    capture_sample_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of requests whose messages and answer are kept (0: none).",
+    )
+    capture_key_rates: dict[str, float] = Field(
+        default_factory=dict, description="Key name or id -> its own capture rate."
+    )
+    capture_ttl_seconds: int = Field(
+        default=7 * 86400, ge=60, description="How long captured content is kept."
+    )
+    exchange_reader_keys: list[str] = Field(
+        default_factory=list,
+        description="Key names that may read /admin/exchanges besides the master key.",
+    )
+
     @model_validator(mode="after")
     def _refuse_example_secrets(self) -> Settings:
         if self.environment != "development" and self.master_key in ("", EXAMPLE_MASTER_KEY):
@@ -248,6 +275,8 @@ class Settings(BaseSettings):
             )
         if self.rag_top_k > self.rag_max_top_k:
             raise ValueError("GATEWAY_RAG_TOP_K must not exceed GATEWAY_RAG_MAX_TOP_K")
+        if any(not 0 <= rate <= 1 for rate in self.capture_key_rates.values()):
+            raise ValueError("GATEWAY_CAPTURE_KEY_RATES: every rate must be within [0, 1]")
         names = [u.name for u in self.upstreams]
         if len(names) != len(set(names)):
             raise ValueError("GATEWAY_UPSTREAMS: upstream names must be unique")

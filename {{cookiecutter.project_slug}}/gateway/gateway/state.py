@@ -17,6 +17,7 @@ import httpx
 
 from gateway.cache import ExactCache
 from gateway.exchange import Books
+from gateway.exchange_log import ExchangeLog, LoopMetrics
 from gateway.guardrails import Guardrails
 from gateway.keys import InvalidKeyGuard, KeyStore
 from gateway.metrics import GatewayMetrics
@@ -55,6 +56,8 @@ class GatewayState:
         self.upstreams = UpstreamPool(settings, self.metrics, upstream_transport)
         self.semantic = SemanticCache(settings, self.store, self.embed_one)
         self.guardrails = Guardrails(settings)
+        self.loop_metrics = LoopMetrics(self.metrics.registry)
+        self.exchange_log = ExchangeLog(settings, self.store, self.loop_metrics)
         self._background: set[asyncio.Task[None]] = set()
         self.tracing = configure_tracing()
         if self.tracing:
@@ -75,6 +78,7 @@ class GatewayState:
             capture_content=self.settings.capture_content,
             prices=Prices.from_table(self.settings.model_prices),
             usage_ttl_seconds=self.settings.usage_retention_hours * 3600,
+            exchange_log=self.exchange_log,
         )
         return Pipeline(
             self.settings,

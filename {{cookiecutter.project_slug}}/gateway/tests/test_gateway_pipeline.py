@@ -232,7 +232,9 @@ async def test_a_stream_left_before_its_first_event_still_closes_the_exchange(
     assert sample(state, "gateway_requests_total", **labels) == 1
 
 
-async def test_the_app_factory_takes_its_state(make_state: StateFactory) -> None:
+async def test_the_app_factory_takes_its_state(
+    make_state: StateFactory, upstream: ScriptedUpstream
+) -> None:
     state = await make_state(master_key="sk-pipeline-test")
     app = create_app(state=state)
     transport = httpx.ASGITransport(app=app)
@@ -243,7 +245,12 @@ async def test_the_app_factory_takes_its_state(make_state: StateFactory) -> None
             headers={"authorization": "Bearer sk-pipeline-test", "x-request-id": "rid-1"},
         )
     assert response.status_code == 200, response.text
-    assert response.headers["x-request-id"] == "rid-1"
+    # The id is the gateway's own; the caller's travels beside it, both ways.
+    request_id = response.headers["x-request-id"]
+    assert request_id != "rid-1" and len(request_id) == 32
+    assert response.headers["x-client-request-id"] == "rid-1"
+    assert upstream.headers[-1]["x-request-id"] == request_id
+    assert upstream.headers[-1]["x-client-request-id"] == "rid-1"
     assert float(response.headers["x-gateway-overhead-ms"]) >= 0
 
 

@@ -12,12 +12,19 @@ from blueprint_infra import kube
 from blueprint_infra.config import Secrets, StackConfig
 from blueprint_infra.context import AppContext, Images
 from blueprint_infra.evals_job import create_evals
-from blueprint_infra.evals_key import create_evals_key_job, evals_key
+from blueprint_infra.evals_key import (
+    ONLINE_KEY_NAME,
+    ONLINE_NAME,
+    create_evals_key_job,
+    evals_key,
+    online_evals_key,
+)
 from blueprint_infra.gateway import create_gateway, gateway_url
 from blueprint_infra.keda import create_scaled_object
 from blueprint_infra.model_service import EMBEDDER, LLM, create_model_service
 from blueprint_infra.network_policies import RedisEgress, create_network_policies
 from blueprint_infra.observability import create_collector
+from blueprint_infra.online_evals import create_online_evals
 from blueprint_infra.redis import NAME as REDIS
 from blueprint_infra.redis import PORT as REDIS_PORT
 from blueprint_infra.redis import create_redis
@@ -109,7 +116,11 @@ class BlueprintApp(pulumi.ComponentResource):
             )
 
         evals_api_key = evals_key(args.secrets)
-        secrets = create_secrets(ctx, args.secrets, gateway_redis_url, evals_api_key)
+        online = config.evals.enabled and config.evals.online
+        online_api_key = online_evals_key(args.secrets) if online else None
+        secrets = create_secrets(
+            ctx, args.secrets, gateway_redis_url, evals_api_key, online_api_key
+        )
         create_network_policies(
             ctx, redis_egress(config, args), external_upstreams=bool(args.secrets.upstream_api_keys)
         )
@@ -139,6 +150,11 @@ class BlueprintApp(pulumi.ComponentResource):
         if config.evals.enabled:
             key_job = create_evals_key_job(ctx, evals_api_key, *backends)
             create_evals(ctx, gateway, secrets.evals, key_job, *models)
+        if online_api_key is not None:
+            online_key_job = create_evals_key_job(
+                ctx, online_api_key, *backends, name=ONLINE_NAME, key_name=ONLINE_KEY_NAME
+            )
+            create_online_evals(ctx, gateway, secrets.evals, online_key_job)
 
         self.namespace = pulumi.Output.from_input(namespace_name)
         self.gateway_url = gateway_url(ctx, service, namespace_name)

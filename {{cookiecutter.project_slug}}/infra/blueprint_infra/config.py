@@ -169,6 +169,8 @@ class GatewayConfig(_Model):
     load_balancer_tls_certificate: str | None = None
     ingress: IngressConfig | None = None
     environment: Literal["development", "production"] = "production"
+    # Share of requests whose content is captured for the quality loop (docs/feedback.md).
+    capture_sample_rate: float = Field(default=0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _replicas_fit(self) -> GatewayConfig:
@@ -228,6 +230,9 @@ class EvalsConfig(_Model):
     resources: Resources = Resources(
         cpu_request="100m", memory_request="256Mi", cpu_limit="1", memory_limit="1Gi"
     )
+    # The online evals Deployment (docs/feedback.md), with its own gateway key.
+    online: bool = False
+    online_interval_seconds: float = Field(default=60.0, gt=0)
 
 
 class NetworkConfig(_Model):

@@ -26,6 +26,10 @@ from blueprint_infra.secrets import GATEWAY_SECRET
 
 NAME = "evals-key"
 KEY_NAME = "evals"
+# The online evals job's key (docs/feedback.md): same derivation, its own purpose.
+ONLINE_NAME = "online-evals-key"
+ONLINE_KEY_NAME = "online-evals"
+ONLINE_PURPOSE = b"online-evals-api-key"
 KEY_PREFIX = "gw:key:"
 INDEX_KEY = "gw:keys"
 
@@ -50,8 +54,8 @@ print("registered gateway key", record["id"], "for", record["name"])
 """
 
 
-def derive_evals_key(master_key: str) -> str:
-    mac = hmac.new(master_key.encode(), b"evals-api-key", hashlib.sha256).digest()
+def derive_evals_key(master_key: str, purpose: bytes = b"evals-api-key") -> str:
+    mac = hmac.new(master_key.encode(), purpose, hashlib.sha256).digest()
     return "sk-gw-" + base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
 
@@ -63,7 +67,11 @@ def key_hash(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
-def key_env(ctx: AppContext, api_key: str) -> dict[str, str]:
+def online_evals_key(secrets: Secrets) -> str:
+    return derive_evals_key(secrets.master_key, ONLINE_PURPOSE)
+
+
+def key_env(ctx: AppContext, api_key: str, key_name: str = KEY_NAME) -> dict[str, str]:
     """What the registration Job writes: the key's hash and scope, never the key."""
     cfg = ctx.config
     models = [service.model for service in (cfg.llm, cfg.embedder) if service.enabled]
@@ -71,7 +79,7 @@ def key_env(ctx: AppContext, api_key: str) -> dict[str, str]:
     return {
         "EVALS_KEY_SHA256": digest,
         "EVALS_KEY_ID": "key_" + digest[:12],
-        "EVALS_KEY_NAME": KEY_NAME,
+        "EVALS_KEY_NAME": key_name,
         "EVALS_KEY_MODELS": json.dumps(models),
         "EVALS_KEY_RPM": str(cfg.evals.key_rpm or ""),
         "EVALS_KEY_TPM": str(cfg.evals.key_tpm or ""),
@@ -80,14 +88,18 @@ def key_env(ctx: AppContext, api_key: str) -> dict[str, str]:
 
 
 def create_evals_key_job(
-    ctx: AppContext, api_key: str, *after: pulumi.Resource
+    ctx: AppContext,
+    api_key: str,
+    *after: pulumi.Resource,
+    name: str = NAME,
+    key_name: str = KEY_NAME,
 ) -> k8s.batch.v1.Job:
-    labels = kube.labels(NAME, ctx.part_of)
+    labels = kube.labels(name, ctx.part_of)
     container = {
-        "name": NAME,
+        "name": name,
         "image": ctx.images.gateway,
         "command": ["python", "-c", REGISTER_SCRIPT],
-        "env": kube.env(key_env(ctx, api_key))
+        "env": kube.env(key_env(ctx, api_key, key_name))
         + kube.secret_env({"GATEWAY_REDIS_URL": (GATEWAY_SECRET, "GATEWAY_REDIS_URL")}),
         "resources": {
             "requests": {"cpu": "50m", "memory": "64Mi"},
@@ -97,7 +109,7 @@ def create_evals_key_job(
         "volume_mounts": [{"name": "tmp", "mount_path": "/tmp"}],
     }
     return k8s.batch.v1.Job(
-        NAME,
+        name,
         metadata={"namespace": ctx.namespace, "labels": labels},
         spec={
             # Retries while Redis is still starting.

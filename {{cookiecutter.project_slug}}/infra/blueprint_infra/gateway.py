@@ -17,6 +17,7 @@ import pulumi_kubernetes as k8s
 
 from blueprint_infra import kube
 from blueprint_infra.context import AppContext
+from blueprint_infra.evals_key import ONLINE_KEY_NAME
 from blueprint_infra.model_service import EMBEDDER, LLM
 from blueprint_infra.observability import otel_env
 from blueprint_infra.secrets import GATEWAY_SECRET
@@ -55,9 +56,18 @@ def gateway_env(ctx: AppContext) -> dict[str, str]:
         "GATEWAY_UPSTREAMS": json.dumps(upstreams(ctx)),
         "GATEWAY_SEMANTIC_CACHE_ENABLED": str(cfg.gateway.semantic_cache).lower(),
         "GATEWAY_EMBEDDING_MODEL": cfg.embedder.model,
+        "GATEWAY_CAPTURE_SAMPLE_RATE": str(cfg.gateway.capture_sample_rate),
         "HOME": "/tmp",
         **otel_env(ctx, NAME),
+        **_online_reader(ctx),
     }
+
+
+def _online_reader(ctx: AppContext) -> dict[str, str]:
+    """The online evals job reads /admin/exchanges with its own key, not the master."""
+    if not (ctx.config.evals.enabled and ctx.config.evals.online):
+        return {}
+    return {"GATEWAY_EXCHANGE_READER_KEYS": json.dumps([ONLINE_KEY_NAME])}
 
 
 def create_gateway(

@@ -2,12 +2,13 @@
 paths the design needs.
 
 Ingress: clients (the ingress controller, the evals job) -> gateway; gateway -> llm,
-embedder, redis; the evals-key Job -> redis; services -> collector; collector -> every
-pod's metrics port.
+embedder, redis; the evals-key Job (and online-evals-key, with `evals.online`) -> redis;
+services -> collector; collector -> every pod's metrics port.
 
 Egress: every pod -> DNS (`network.dnsNamespace`); gateway -> llm, embedder, Redis
 (in-cluster, or the external address), external upstreams over HTTPS when the stack has
-upstream keys; evals -> gateway; evals-key -> Redis; llm/embedder -> HTTPS on the
+upstream keys; evals (and online-evals) -> gateway; evals-key (and online-evals-key) ->
+Redis; llm/embedder -> HTTPS on the
 internet while `network.modelDownloads` (weights from the hub); telemetry -> the
 collector or the export endpoint; collector -> the pods it scrapes and the Kubernetes API
 (its pod discovery). "Internet" never includes private ranges or the cloud metadata
@@ -26,11 +27,13 @@ from blueprint_infra import kube
 from blueprint_infra.context import AppContext
 from blueprint_infra.evals_job import NAME as EVALS
 from blueprint_infra.evals_key import NAME as EVALS_KEY
+from blueprint_infra.evals_key import ONLINE_NAME as ONLINE_EVALS_KEY
 from blueprint_infra.gateway import NAME as GATEWAY
 from blueprint_infra.gateway import PORT as GATEWAY_PORT
 from blueprint_infra.model_service import EMBEDDER, LLM
 from blueprint_infra.observability import NAME as COLLECTOR
 from blueprint_infra.observability import OTLP_GRPC, OTLP_HTTP
+from blueprint_infra.online_evals import NAME as ONLINE_EVALS
 from blueprint_infra.redis import NAME as REDIS
 from blueprint_infra.redis import PORT as REDIS_PORT
 
@@ -150,6 +153,9 @@ def egress_rules(
         EVALS: [_rule(_pods(GATEWAY), [GATEWAY_PORT]), *telemetry],
         EVALS_KEY: [redis.rule()],
     }
+    if ctx.config.evals.online:
+        rules[ONLINE_EVALS] = [_rule(_pods(GATEWAY), [GATEWAY_PORT]), *telemetry]
+        rules[ONLINE_EVALS_KEY] = [redis.rule()]
     if ctx.config.observability.collector:
         scraped = [
             _rule(_pods(GATEWAY), [GATEWAY_PORT]),
@@ -181,7 +187,8 @@ def create_network_policies(
         _policy(ctx, "allow-embedder", EMBEDDER.name, _pods(GATEWAY, *scrapers), [EMBEDDER.port]),
     ]
     if redis.in_cluster:
-        policies.append(_policy(ctx, "allow-redis", REDIS, _pods(GATEWAY, EVALS_KEY), [REDIS_PORT]))
+        writers = [GATEWAY, EVALS_KEY, *([ONLINE_EVALS_KEY] if ctx.config.evals.online else [])]
+        policies.append(_policy(ctx, "allow-redis", REDIS, _pods(*writers), [REDIS_PORT]))
     if collector:
         namespace_pods: list[dict[str, Any]] = [{"pod_selector": {}}]
         policies.append(

@@ -58,6 +58,7 @@ def create_secrets(
     secrets: Secrets,
     gateway_redis_url: pulumi.Input[str],
     evals_api_key: str,
+    online_evals_api_key: str | None = None,
 ) -> SecretRefs:
     """`evals_api_key` is the evals job's own key (blueprint_infra.evals_key), never the
     master key."""
@@ -71,7 +72,10 @@ def create_secrets(
         assert secrets.redis_password is not None  # checked by load_stack_config
         redis = _secret(ctx, REDIS_SECRET, {"password": secrets.redis_password})
     model = _secret(ctx, MODEL_SECRET, {"HF_TOKEN": secrets.hf_token}) if secrets.hf_token else None
-    evals = _secret(ctx, EVALS_SECRET, {"EVALS_API_KEY": evals_api_key})
+    evals_data = {"EVALS_API_KEY": evals_api_key}
+    if online_evals_api_key is not None:  # the online evals job's own key
+        evals_data["ONLINE_EVALS_API_KEY"] = online_evals_api_key
+    evals = _secret(ctx, EVALS_SECRET, dict(evals_data))
     return SecretRefs(
         gateway=_secret(ctx, GATEWAY_SECRET, gateway_data),
         redis=redis,

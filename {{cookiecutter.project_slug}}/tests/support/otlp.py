@@ -1,4 +1,4 @@
-"""A minimal OTLP/HTTP trace receiver on a real socket, for tests of what a service exports.
+"""A minimal OTLP/HTTP trace and metrics receiver on a real socket, for tests of exports.
 
 Point a service at it with `OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint` and
 `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf` (`OTEL_BSP_SCHEDULE_DELAY=100` makes the batch
@@ -14,6 +14,9 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -27,6 +30,8 @@ class OtlpReceiver:
         self.spans: list[Span] = []
         # service.name of the resource that sent each span, by span id.
         self.services: dict[bytes, str] = {}
+        # (metric name, data point attributes) -> the latest value received.
+        self.metrics: dict[tuple[str, frozenset[tuple[str, Any]]], float] = {}
         self._lock = threading.Lock()
         receiver = self
 
@@ -35,6 +40,8 @@ class OtlpReceiver:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 if self.path == "/v1/traces":
                     receiver._store(body)
+                elif self.path == "/v1/metrics":
+                    receiver._store_metrics(body)
                 self.send_response(200)
                 self.send_header("content-type", "application/x-protobuf")
                 self.end_headers()
@@ -59,6 +66,23 @@ class OtlpReceiver:
                     for span in scope_spans.spans:
                         self.spans.append(span)
                         self.services[span.span_id] = str(resource.get("service.name", ""))
+
+    def _store_metrics(self, body: bytes) -> None:
+        request = ExportMetricsServiceRequest()
+        request.ParseFromString(body)
+        with self._lock:
+            for resource_metrics in request.resource_metrics:
+                for scope_metrics in resource_metrics.scope_metrics:
+                    for metric in scope_metrics.metrics:
+                        kind = metric.WhichOneof("data")
+                        for point in getattr(metric, kind).data_points:
+                            labels = frozenset(attributes_of(point).items())
+                            value = point.as_double if point.HasField("as_double") else point.as_int
+                            self.metrics[(metric.name, labels)] = float(value)
+
+    def metric(self, name: str, **labels: Any) -> float | None:
+        with self._lock:
+            return self.metrics.get((name, frozenset(labels.items())))
 
     def wait_for(self, match: Callable[[Span], bool], timeout: float = 60.0) -> list[Span]:
         """The spans received so far that match, waiting until there is at least one."""

@@ -23,6 +23,7 @@ WORDS = ["Hello", " from", " the", " scripted", " upstream"]
 class ScriptedUpstream:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []  # each request's headers, in order
         self.status = 200  # what the next answers use
         self.app = Starlette(
             routes=[
@@ -42,6 +43,7 @@ class ScriptedUpstream:
     async def _body(self, request: Request) -> dict[str, Any] | Response:
         body: dict[str, Any] = orjson.loads(await request.body())
         self.requests.append(body)
+        self.headers.append(dict(request.headers))
         if self.status != 200:
             error = {"error": {"message": "scripted refusal", "type": "invalid_request_error"}}
             return Response(orjson.dumps(error), status_code=self.status)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from evals.scorers.base import Scorer, ScorerConfigError, ScoreResult, ScoringContext
 from evals.scorers.embedding import EmbeddingSimilarity
+from evals.scorers.feedback import CorrectionSimilarity
 from evals.scorers.judge import LLMJudge
 from evals.scorers.rag import SourceRecall
 from evals.scorers.refusal import RefusalMatch
@@ -37,6 +38,7 @@ SCORERS: dict[str, type[Scorer]] = {
     "tool_name": ToolName,
     "tool_arguments_valid": ToolArgumentsValid,
     "tool_argument_accuracy": ToolArgumentAccuracy,
+    "correction_similarity": CorrectionSimilarity,
 }
 
 
