@@ -111,8 +111,13 @@ async def test_stop_string_ends_the_completion(tiny_service) -> None:
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        (chat(n=2), "n"),
-        (chat(logprobs=True), "logprobs"),
+        (chat(n=100), "n"),
+        (chat(logprobs=True, top_logprobs=50), "top_logprobs"),
+        (chat(logit_bias={"x": 1}), "logit_bias"),
+        (chat(tool_choice="required"), "tool_choice"),
+        (chat(response_format={"type": "json_schema"}), "response_format"),
+        (chat(structured_outputs={"regex": "a", "choice": ["b"]}), "structured_outputs"),
+        (chat(structured_outputs={"grammar": "root ::= x"}), "structured_outputs"),
         (chat(temperature=-1), "temperature"),
         (chat(max_tokens=0), "max_tokens"),
         ({"model": "tiny"}, "messages"),
