@@ -22,7 +22,9 @@ import torch
 # vLLM's StructuredOutputsParams fields this backend implements, and those it refuses.
 STRUCTURED_KINDS = ("json", "regex", "choice", "json_object")
 UNSUPPORTED_STRUCTURED = ("grammar", "structural_tag")
-WHITESPACE_OPTIONS = ("disable_any_whitespace", "disable_additional_properties")
+# JSON is written with ", " and ": " and no other whitespace: a small model left free
+# to add whitespace can emit it until max_tokens (a failure vLLM's docs warn about).
+JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
 class GrammarError(ValueError):
@@ -39,7 +41,7 @@ def json_schema_grammar(schema: Any, param: str) -> str:
     if not isinstance(schema, dict):
         raise GrammarError("the JSON schema must be an object", param)
     try:
-        return str(llguidance.LLMatcher.grammar_from_json_schema(schema))
+        return str(llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_LAYOUT))
     except ValueError as error:
         raise GrammarError(f"invalid JSON schema: {error}", param) from error
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from model_service.grammar import JSON_LAYOUT
+
 CALL_OPEN = "<tool_call>\n"
 CALL_CLOSE = "}\n</tool_call>"
 FALLBACK_TEMPLATE = Path(__file__).parent / "templates" / "hermes_tools.jinja"
@@ -95,7 +97,7 @@ class ToolPlan:
 
 
 def json_rule(schema: dict[str, Any]) -> str:
-    return "%json " + json.dumps(schema)
+    return "%json " + json.dumps({**schema, "x-guidance": JSON_LAYOUT})
 
 
 def call_rule(function: dict[str, Any]) -> str:
