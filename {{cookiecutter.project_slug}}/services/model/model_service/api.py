@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from model_service import genai_spans, grammar, tools
 from model_service.choices import Generated, collect, merged, open_streams, per_choice
-from model_service.embedding import encode_vector
+from model_service.embedding import encode_vector, shorten
 from model_service.errors import APIError, bad_request, error_body
 from model_service.formatting import ChatFormatter, CompletionFormatter
 from model_service.generation import (
@@ -182,8 +182,6 @@ async def completions(
 async def embeddings(body: EmbeddingRequest, runtime: RuntimeDep) -> EmbeddingResponse:
     check_model(body.model, runtime)
     engine = runtime.embedder()
-    if body.dimensions is not None:
-        raise bad_request("dimensions is not supported by this model", "dimensions")
     texts = embedding_inputs(body, engine.decode_ids)
     if not texts:
         raise bad_request("input must not be empty", "input")
@@ -207,7 +205,13 @@ async def embeddings(body: EmbeddingRequest, runtime: RuntimeDep) -> EmbeddingRe
     except BaseException as error:
         genai_spans.end_embedding(span, None, None, error)
         raise
-    dimensions = len(result.vectors[0]) if result.vectors else None
+    full = len(result.vectors[0]) if result.vectors else 0
+    if body.dimensions is not None and not 1 <= body.dimensions <= full:
+        refused = bad_request(f"dimensions must be between 1 and {full}", "dimensions")
+        genai_spans.end_embedding(span, None, None, refused)
+        raise refused
+    vectors = [shorten(v, body.dimensions) for v in result.vectors]
+    dimensions = len(vectors[0]) if vectors else None
     genai_spans.end_embedding(span, result.prompt_tokens, dimensions)
     return EmbeddingResponse(
         id=response_id,
@@ -215,7 +219,7 @@ async def embeddings(body: EmbeddingRequest, runtime: RuntimeDep) -> EmbeddingRe
         model=runtime.model_name,
         data=[
             EmbeddingData(index=i, embedding=encode_vector(v, body.encoding_format))
-            for i, v in enumerate(result.vectors)
+            for i, v in enumerate(vectors)
         ],
         usage=Usage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
     )

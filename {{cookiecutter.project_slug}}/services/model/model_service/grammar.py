@@ -13,18 +13,25 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llguidance
 import llguidance.hf
 import torch
+
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions
 
 # vLLM's StructuredOutputsParams fields this backend implements, and those it refuses.
 STRUCTURED_KINDS = ("json", "regex", "choice", "json_object")
 UNSUPPORTED_STRUCTURED = ("grammar", "structural_tag")
 # JSON is written with ", " and ": " and no other whitespace: a small model left free
 # to add whitespace can emit it until max_tokens (a failure vLLM's docs warn about).
-JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+JSON_LAYOUT: JsonCompileOptions = {
+    "whitespace_flexible": False,
+    "item_separator": ", ",
+    "key_separator": ": ",
+}
 
 
 class GrammarError(ValueError):
