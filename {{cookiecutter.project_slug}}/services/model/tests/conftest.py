@@ -118,7 +118,9 @@ async def tiny_long_service(
     tiny_settings: Callable[..., ModelSettings],
 ) -> AsyncIterator[TinyService]:
     """Room for tool prompts (the tiny tokenizer spends a token on every few bytes)."""
-    service = TinyService(tiny_settings(max_model_len=2048, max_num_seqs=8, kv_cache_gib=0.05))
+    service = TinyService(
+        tiny_settings(max_model_len=2048, max_num_seqs=8, max_queue=32, kv_cache_gib=0.05)
+    )
     yield service
     await service.close()
 
