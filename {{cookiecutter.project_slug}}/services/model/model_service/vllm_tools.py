@@ -1,10 +1,12 @@
 """What vLLM needs to answer tool requests the way the transformers backend does.
 
 `tool_choice="auto"` needs `--enable-auto-tool-choice` and a tool-call parser for the
-model family (MODEL_TOOL_CALL_PARSER; `auto` picks by the config's `model_type`). A
-model whose chat template knows nothing of tools gets the same Hermes fallback template
-the transformers backend uses (tools.tool_aware_template), so both backends build the
-same prompts and the `hermes` parser reads the calls.
+model family (MODEL_TOOL_CALL_PARSER; `auto` picks by the config's `model_type`);
+`--tool-strict-level parameter` makes every call's arguments follow the tool's schema,
+as the grammar does on the transformers backend. A model whose chat template knows
+nothing of tools gets the same Hermes fallback template the transformers backend uses
+(tools.tool_aware_template), so both backends build the same prompts and the `hermes`
+parser reads the calls.
 """
 
 from __future__ import annotations
@@ -57,4 +59,14 @@ def tool_args(settings: ModelSettings, model_dir: Path, workdir: Path) -> list[s
         parser = "hermes"
     if settings.tool_call_parser != "auto":
         parser = settings.tool_call_parser
-    return [*args, "--enable-auto-tool-choice", "--tool-call-parser", parser]
+    # `parameter`: every tool's arguments follow its schema, as if each were `strict`;
+    # vLLM's own default constrains them only for `strict: true` tools, where the
+    # transformers backend always does.
+    return [
+        *args,
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        parser,
+        "--tool-strict-level",
+        "parameter",
+    ]
