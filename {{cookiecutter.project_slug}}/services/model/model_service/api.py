@@ -97,6 +97,8 @@ async def chat_completions(
     body: ChatCompletionRequest, request: Request, runtime: RuntimeDep
 ) -> Response | ChatCompletionResponse:
     check_model(body.model, runtime)
+    if body.top_logprobs and not body.logprobs:
+        raise bad_request("top_logprobs needs logprobs set to true", "top_logprobs")
     engine = runtime.generator()
     try:
         plan = tools.plan(body.tools, body.tool_choice, body.parallel_tool_calls)
@@ -109,7 +111,9 @@ async def chat_completions(
     except ValueError as error:
         raise bad_request(str(error), "messages") from error
     params = sampling_params(body, len(prompt_ids), engine.max_model_len)
-    params = await with_grammar(engine, params, plan.grammar() or request_grammar(body))
+    tool_grammar = plan.grammar()
+    source = (tool_grammar, "tools") if tool_grammar else request_grammar(body)
+    params = await with_grammar(engine, params, *source)
     request_id, created, model = new_id("chatcmpl"), now(), runtime.model_name
     span = genai_spans.start(runtime.tracing, "chat", model, request_id, body)
     formatter = ChatFormatter(
@@ -147,7 +151,7 @@ async def completions(
     engine = runtime.generator()
     prompt_ids = completion_prompt_ids(body, engine)
     params = sampling_params(body, len(prompt_ids), engine.max_model_len)
-    params = await with_grammar(engine, params, request_grammar(body))
+    params = await with_grammar(engine, params, *request_grammar(body))
     request_id, created, model = new_id("cmpl"), now(), runtime.model_name
     span = genai_spans.start(runtime.tracing, "text_completion", model, request_id, body)
     echo = engine.tokenizer.decode(prompt_ids, skip_special_tokens=True) if body.echo else None
@@ -291,22 +295,24 @@ def logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
     return tuple(pairs)
 
 
-def request_grammar(body: SamplingFields) -> str | None:
+def request_grammar(body: SamplingFields) -> tuple[str | None, str]:
+    """The grammar of `structured_outputs` or `response_format`, and the field it came from."""
     try:
         if body.structured_outputs:
-            return grammar.from_structured_outputs(body.structured_outputs)
-        return grammar.from_response_format(body.response_format)
+            text = grammar.from_structured_outputs(body.structured_outputs)
+            return text, "structured_outputs"
+        return grammar.from_response_format(body.response_format), "response_format"
     except grammar.GrammarError as error:
         raise bad_request(str(error), error.param) from error
 
 
 async def with_grammar(
-    engine: GenerationEngine, params: SamplingParams, text: str | None
+    engine: GenerationEngine, params: SamplingParams, text: str | None, param: str
 ) -> SamplingParams:
     if text is None:
         return params
     try:
-        matcher = await engine.compile_grammar(text, "response_format")
+        matcher = await engine.compile_grammar(text, param)
     except grammar.GrammarError as error:
         raise bad_request(str(error), error.param) from error
     return dataclasses.replace(params, grammar=matcher)

@@ -115,7 +115,7 @@ class CompletionRequest(SamplingFields):
     def unsupported_fields(self) -> list[str]:
         problems = super().unsupported_fields()
         if self.echo and self.logprobs is not None:
-            problems.append("echo (together with logprobs)")
+            problems.append("echo (with logprobs)")
         if self.suffix:
             problems.append("suffix")
         several_texts = isinstance(self.prompt, list) and len(self.prompt) > 1

@@ -138,9 +138,10 @@ def function_of(tool: Any) -> dict[str, Any]:
 
 
 def named_choice(tool_choice: Any) -> str:
-    function = tool_choice.get("function") if isinstance(tool_choice, dict) else None
+    choice = tool_choice if isinstance(tool_choice, dict) else {}
+    function = choice.get("function")
     name = function.get("name") if isinstance(function, dict) else None
-    if tool_choice.get("type") != "function" or not isinstance(name, str):
+    if choice.get("type") != "function" or not isinstance(name, str):
         raise ToolError(
             "tool_choice must be none, auto, required or "
             "{'type': 'function', 'function': {'name': ...}}",
