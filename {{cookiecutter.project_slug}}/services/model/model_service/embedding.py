@@ -61,6 +61,17 @@ class EmbeddingEngine:
         return Embeddings([np.asarray(v, dtype=np.float32) for v in vectors], sum(counts))
 
 
+def shorten(
+    vector: np.ndarray[Any, np.dtype[np.float32]], dimensions: int | None
+) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """OpenAI's `dimensions`: the first `dimensions` values, scaled back to unit length."""
+    if dimensions is None or dimensions >= vector.shape[0]:
+        return vector
+    head = vector[:dimensions]
+    norm = float(np.linalg.norm(head))
+    return (head / norm).astype(np.float32) if norm > 0 else head
+
+
 def encode_vector(vector: np.ndarray[Any, np.dtype[np.float32]], fmt: str) -> list[float] | str:
     if fmt == "base64":
         return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")

@@ -28,9 +28,12 @@ from transformers.generation.continuous_batching.cb_logits_processors import (
 )
 from transformers.generation.logits_process import LogitsProcessorList
 
+from model_service.grammar import GrammarCompiler
+from model_service.logprobs import TokenLogprob
 from model_service.metrics import ServiceMetrics
 from model_service.sampling import SLOT_KWARG, PerRequestSampler, SamplingParams
 from model_service.text_stream import TextStream
+from model_service.tools import tool_aware_template
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ class Delta:
     text: str
     completion_tokens: int
     finish_reason: str | None = None
+    # One entry per token this delta covers, when the request asked for logprobs.
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass
@@ -137,6 +142,8 @@ class GenerationEngine:
         self.max_model_len = options.max_model_len
         self.sampler = PerRequestSampler()
         self._eos_ids = self._eos_token_ids()
+        vocab = int(model.config.get_text_config().vocab_size)
+        self.grammars = GrammarCompiler(tokenizer, vocab, self._eos_ids[0] if self._eos_ids else 0)
         self._in_flight = 0
         self._manager = self._start_manager()
         metrics.track_gauges(self.running_count, self.waiting_count, self.kv_cache_usage)
@@ -237,12 +244,25 @@ class GenerationEngine:
 
     # -- prompts -----------------------------------------------------------------------
 
-    def encode_chat(self, messages: list[dict[str, str]], **template_kwargs: Any) -> list[int]:
+    def encode_chat(self, messages: list[dict[str, Any]], **template_kwargs: Any) -> list[int]:
+        template = tool_aware_template(self.tokenizer.chat_template)
         encoded = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, **template_kwargs
+            messages,
+            add_generation_prompt=True,
+            tokenize=True,
+            chat_template=template,
+            **template_kwargs,
         )
         ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
         return [int(i) for i in ids]
+
+    async def compile_grammar(self, grammar: str, param: str) -> Any:
+        """A matcher for `grammar` (off the event loop: a large schema compiles for a
+        while); raises grammar.GrammarError naming `param`."""
+        return await asyncio.to_thread(self.grammars.compile, grammar, param)
+
+    def decode_token(self, token_id: int) -> str:
+        return str(self.tokenizer.decode([token_id]))
 
     def encode_text(self, text: str) -> list[int]:
         return [int(i) for i in self.tokenizer(text)["input_ids"]]
@@ -261,7 +281,7 @@ class GenerationEngine:
         self._in_flight += 1
         request_id = uuid.uuid4().hex
         outputs: asyncio.Queue[Any] = asyncio.Queue()
-        slot = self.sampler.register(params)
+        slot = self.sampler.register(params, prompt_ids)
         stats = stats or RequestStats()
         stats.prompt_tokens = len(prompt_ids)
         started = time.perf_counter()
@@ -297,6 +317,7 @@ class GenerationEngine:
                 stats.last_token = now
                 text = []
                 finish: str | None = None
+                first_new = stats.generation_tokens
                 for token in new_tokens:
                     stats.generation_tokens += 1
                     piece = stream.push(token)
@@ -310,7 +331,13 @@ class GenerationEngine:
                     at_limit = stats.generation_tokens >= params.max_tokens
                     finish = "length" if at_limit and not hit_eos else "stop"
                 stats.finish_reason = finish
-                yield Delta("".join(text), stats.generation_tokens, finish)
+                recorded = self.sampler.token_logprobs(slot) if params.logprobs is not None else []
+                yield Delta(
+                    "".join(text),
+                    stats.generation_tokens,
+                    finish,
+                    recorded[first_new : stats.generation_tokens],
+                )
         finally:
             self._in_flight -= 1
             self._release(request_id, slot, cancel=not manager_done)

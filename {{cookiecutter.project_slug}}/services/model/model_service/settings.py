@@ -80,6 +80,11 @@ class ModelSettings(BaseSettings):
         default=None,
         description="vLLM: awq, gptq, fp8, ...; transformers: int8 (dynamic, CPU).",
     )
+    tool_call_parser: str = Field(
+        default="auto",
+        description="vLLM: the tool-call parser for tool_choice=auto (hermes, mistral, "
+        "llama3_json, ...); auto picks one for the model family, none turns tools off.",
+    )
     vllm_extra_args: str = Field(
         default="", description="Extra vLLM server arguments (shell syntax)."
     )
