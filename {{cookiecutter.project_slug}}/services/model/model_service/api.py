@@ -12,13 +12,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from model_service import genai_spans
+from model_service import admission, genai_spans
 from model_service.embedding import encode_vector
 from model_service.errors import APIError, bad_request, error_body
 from model_service.generation import (
     Delta,
     GenerationEngine,
     GenerationFailed,
+    LoopFailed,
     QueueFull,
     RequestStats,
 )
@@ -70,7 +71,8 @@ async def health(runtime: RuntimeDep) -> Response:
             error_body(503, runtime.error or f"{runtime.model_name} is loading"), status_code=503
         )
     if isinstance(runtime.engine, GenerationEngine) and not runtime.engine.alive():
-        return JSONResponse(error_body(503, "generation loop stopped"), status_code=503)
+        problem = f"generation loop failed ({runtime.engine.loop_error()}); restarting"
+        return JSONResponse(error_body(503, problem), status_code=503)
     return Response(status_code=200)
 
 
@@ -100,12 +102,10 @@ async def chat_completions(
 ) -> Response | ChatCompletionResponse:
     check_model(body.model, runtime)
     engine = runtime.generator()
-    try:
-        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        prompt_ids = engine.encode_chat(messages, **(body.chat_template_kwargs or {}))
-    except ValueError as error:
-        raise bad_request(str(error), "messages") from error
+    limits = admission.limits_for(runtime.settings, engine)
+    prompt_ids = await admission.chat_prompt_ids(body, engine, limits)
     params = sampling_params(body, len(prompt_ids), engine.max_model_len)
+    admission.check_request(body, params, len(prompt_ids), limits)
     request_id, created, model = new_id("chatcmpl"), now(), runtime.model_name
     span = genai_spans.start(runtime.tracing, "chat", model, request_id, body)
 
@@ -150,8 +150,10 @@ async def completions(
 ) -> Response | CompletionResponse:
     check_model(body.model, runtime)
     engine = runtime.generator()
-    prompt_ids = completion_prompt_ids(body, engine)
+    limits = admission.limits_for(runtime.settings, engine)
+    prompt_ids = await admission.completion_prompt_ids(body, engine, limits)
     params = sampling_params(body, len(prompt_ids), engine.max_model_len)
+    admission.check_request(body, params, len(prompt_ids), limits)
     request_id, created, model = new_id("cmpl"), now(), runtime.model_name
     span = genai_spans.start(runtime.tracing, "text_completion", model, request_id, body)
 
@@ -190,10 +192,11 @@ async def embeddings(body: EmbeddingRequest, runtime: RuntimeDep) -> EmbeddingRe
     engine = runtime.embedder()
     if body.dimensions is not None:
         raise bad_request("dimensions is not supported by this model", "dimensions")
+    admission.check_embedding_input(body.input, runtime.settings, engine)
     texts = embedding_inputs(body, engine.decode_ids)
     if not texts:
         raise bad_request("input must not be empty", "input")
-    for index, count in enumerate(engine.token_counts(texts)):
+    for index, count in enumerate(await asyncio.to_thread(engine.token_counts, texts)):
         if count > engine.max_model_len:
             raise bad_request(
                 f"This model's maximum context length is {engine.max_model_len} tokens. "
@@ -210,6 +213,9 @@ async def embeddings(body: EmbeddingRequest, runtime: RuntimeDep) -> EmbeddingRe
     )
     try:
         result = await engine.embed(texts)
+    except QueueFull as error:
+        genai_spans.end_embedding(span, None, None, error)
+        raise queue_full(error) from error
     except BaseException as error:
         genai_spans.end_embedding(span, None, None, error)
         raise
@@ -276,17 +282,6 @@ def sampling_params(body: SamplingFields, prompt_len: int, max_model_len: int) -
     )
 
 
-def completion_prompt_ids(body: CompletionRequest, engine: GenerationEngine) -> list[int]:
-    prompt = body.prompt
-    if isinstance(prompt, str):
-        return engine.encode_text(prompt)
-    if prompt and all(isinstance(p, int) for p in prompt):
-        return [int(p) for p in prompt]
-    if len(prompt) == 1 and isinstance(prompt[0], str):
-        return engine.encode_text(prompt[0])
-    raise bad_request("prompt must be a string or a list of token ids", "prompt")
-
-
 def embedding_inputs(
     body: EmbeddingRequest, decode: Callable[[list[list[int]]], list[str]]
 ) -> list[str]:
@@ -316,6 +311,10 @@ def queue_full(error: QueueFull) -> APIError:
     return APIError(
         503, f"The server is at capacity ({error}); retry later.", headers={"retry-after": "1"}
     )
+
+
+def loop_failed(error: LoopFailed) -> APIError:
+    return APIError(503, f"{error}; retry later.", headers={"retry-after": "1"})
 
 
 async def complete(
@@ -351,6 +350,9 @@ async def complete(
     except QueueFull as error:
         failure = error
         raise queue_full(error) from error
+    except LoopFailed as error:
+        failure = error
+        raise loop_failed(error) from error
     except GenerationFailed as error:
         failure = error
         raise APIError(500, f"generation failed: {error}") from error
@@ -386,6 +388,9 @@ async def stream_events(
     except QueueFull as error:
         genai_spans.end_generation(span, stats, error)
         raise queue_full(error) from error
+    except LoopFailed as error:
+        genai_spans.end_generation(span, stats, error)
+        raise loop_failed(error) from error
     except BaseException as error:
         genai_spans.end_generation(span, stats, error)
         raise
@@ -428,6 +433,9 @@ async def _sse(
                 yield event(chunk(delta))
         if include_usage:
             yield event(usage_chunk(usage_of(prompt_ids, last)))
+    except LoopFailed as error:
+        failure = error
+        yield event(error_body(503, f"{error}; retry later."))
     except GenerationFailed as error:
         failure = error
         yield event(error_body(500, f"generation failed: {error}"))

@@ -104,6 +104,7 @@ class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     add_generation_prompt: bool = True
     chat_template_kwargs: dict[str, Any] | None = None
+    chat_template: str | None = None  # refused with 400 (model_service.admission)
 
 
 class CompletionRequest(SamplingFields):

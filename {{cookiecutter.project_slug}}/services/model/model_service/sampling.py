@@ -21,6 +21,7 @@ from transformers.generation.continuous_batching.cb_logits_processors import (
 )
 
 SLOT_KWARG = "sampling_slot"
+GREEDY_BELOW_TEMPERATURE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,9 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        # vLLM's threshold: dividing logits by a smaller temperature overflows to inf,
+        # and sampling from inf/NaN probabilities raises inside the generation loop.
+        return self.temperature < GREEDY_BELOW_TEMPERATURE
 
 
 @dataclass
