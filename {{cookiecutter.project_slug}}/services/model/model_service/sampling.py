@@ -104,6 +104,9 @@ def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.
         cumulative = torch.cumsum(sorted_probs, dim=-1)
         # Keep the smallest prefix whose mass reaches top_p (always at least one token).
         drop = cumulative - sorted_probs >= params.top_p
+        # A top_p below float32's smallest value (5e-324 was sent) compares as 0.0 and
+        # would drop every token; the most likely one always stays.
+        drop[..., 0] = False
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
     return int(torch.multinomial(probs, 1, generator=generator).item())
