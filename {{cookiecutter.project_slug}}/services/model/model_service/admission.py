@@ -14,7 +14,7 @@ stall the event loop or grow the process without bound:
 - `max_tokens` must fit the context left (checked in `api.sampling_params`), and the
   whole request must fit a per-request memory budget (`MODEL_REQUEST_MEMORY_MIB`):
   the KV cache its prompt and all its output tokens hold at their longest;
-- stop strings and seeds are bounded (a seed outside 64 bits made torch raise).
+- stop strings and seeds are bounded (a seed outside int64 made torch raise).
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ if TYPE_CHECKING:
     from model_service.sampling import SamplingParams
     from model_service.settings import ModelSettings
 
-MAX_STOP_STRINGS = 16
+MAX_STOP_STRINGS = 4  # OpenAI's and vLLM's limit
 MAX_STOP_CHARS = 1024
 MAX_TEMPLATE_KWARG_CHARS = 1024
-SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
+SEED_RANGE = (-(2**63), 2**63 - 1)  # int64, as vLLM (torch.manual_seed raised beyond)
 CHARS_PER_TOKEN = 16  # no tokenizer packs more real text into one token on average
 # Names the renderer itself sets, or that change how the prompt is tokenised.
 RESERVED_TEMPLATE_NAMES = frozenset(
@@ -211,7 +211,7 @@ def check_request(
     """Checks on the sampling fields and the per-request memory budget, before admission."""
     check_stop(params.stop)
     if body.seed is not None and not SEED_RANGE[0] <= body.seed <= SEED_RANGE[1]:
-        raise bad_request("seed must fit in 64 bits.", "seed")
+        raise bad_request("seed must be a 64-bit signed integer.", "seed")
     sequences = max(body.n, getattr(body, "best_of", None) or 1)
     tokens = prompt_tokens + sequences * params.max_tokens
     needed = tokens * limits.kv_bytes_per_token

@@ -119,7 +119,8 @@ def chat(**fields: Any) -> dict[str, Any]:
         ("/v1/completions", completion([5, -1]), "prompt"),
         ("/v1/completions", completion(""), "prompt"),  # an empty prompt failed the loop too
         ("/v1/completions", completion("Hello", seed=10**30), "seed"),
-        ("/v1/completions", completion("Hello", stop=[f"s{i}" for i in range(100)]), "stop"),
+        ("/v1/completions", completion("Hello", stop=["a", "b", "c", "d", "e"]), "stop"),
+        ("/v1/completions", completion("Hello", stop=["s" * 1025]), "stop"),
         ("/v1/completions", completion("word " * 500), "prompt"),  # over 16 chars per token
         ("/v1/chat/completions", chat(max_tokens=1000), "max_tokens"),
         ("/v1/completions", completion("Hello", max_completion_tokens=500), "max_tokens"),
@@ -345,3 +346,44 @@ async def test_the_embedding_queue_is_bounded(tiny_model_dir: Path, tmp_path: Pa
             assert (await client.get("/health")).status_code == 200
     finally:
         server.stop()
+
+
+# -- the vLLM backend refuses the same inputs itself ------------------------------------
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/completions", {"prompt": [999999999], "max_tokens": 4}),
+        ("/v1/completions", {"prompt": [5, -1], "max_tokens": 4}),
+        ("/v1/completions", {"prompt": "", "max_tokens": 4}),
+        ("/v1/completions", {"prompt": "Hi", "max_tokens": 4, "seed": 10**30}),
+        ("/v1/completions", {"prompt": "Hi", "max_tokens": 4, "stop": list("abcde")}),
+        ("/v1/chat/completions", {"chat_template": "{{ 'x' * 10**9 }}"}),
+        ("/v1/chat/completions", {"chat_template_kwargs": {"chat_template": "{{ 1 }}"}}),
+    ],
+)
+async def test_vllm_refuses_bad_token_ids_and_client_templates(vllm_server, path, body) -> None:
+    """Checked rather than assumed (docs/model-service.md, "Hostile input"): vLLM's own
+    server answers these with 400, and keeps serving."""
+    hello = [{"role": "user", "content": "Hello"}]
+    chat_body = {"messages": hello, "max_tokens": 4} if path.endswith("chat/completions") else {}
+    request = {"model": vllm_server.model, **chat_body, **body}
+    async with httpx.AsyncClient(base_url=vllm_server.base_url, timeout=300) as client:
+        refused = await client.post(path, json=request)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["message"]
+        normal = {"model": vllm_server.model, "messages": hello, "max_tokens": 4}
+        answer = await client.post("/v1/chat/completions", json=normal)
+        assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.vllm
+async def test_vllm_serves_extreme_sampling_values(vllm_server) -> None:
+    async with httpx.AsyncClient(base_url=vllm_server.base_url, timeout=300) as client:
+        for extreme in ({"temperature": 1e-300}, {"temperature": 1.0, "top_p": 5e-324}):
+            body = {"model": vllm_server.model, "prompt": "Hi", "max_tokens": 4, **extreme}
+            answer = await client.post("/v1/completions", json=body)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["usage"]["completion_tokens"] >= 1
