@@ -387,3 +387,25 @@ async def test_vllm_serves_extreme_sampling_values(vllm_server) -> None:
             answer = await client.post("/v1/completions", json=body)
             assert answer.status_code == 200, answer.text
             assert answer.json()["usage"]["completion_tokens"] >= 1
+
+
+# -- the issue's cases on the real model ---------------------------------------------------
+
+
+@pytest.mark.e2e
+async def test_the_issues_requests_on_smollm2_get_400_and_paris_still_answers(llm_server) -> None:
+    paris = [{"role": "user", "content": "What is the capital of France?"}]
+    async with httpx.AsyncClient(base_url=llm_server.base_url, timeout=300) as client:
+        ids = await client.post(
+            "/v1/completions", json={"model": llm_server.model, "prompt": [999999999]}
+        )
+        assert_error(ids, 400, "prompt")
+        bomb = {"model": llm_server.model, "messages": paris, "chat_template": "{{ 'x' * 10**9 }}"}
+        assert_error(await client.post("/v1/chat/completions", json=bomb), 400, "chat_template")
+        assert (await client.get("/health")).status_code == 200
+        answer = await client.post(
+            "/v1/chat/completions",
+            json={"model": llm_server.model, "messages": paris, "max_tokens": 16, "temperature": 0},
+        )
+        assert answer.status_code == 200, answer.text
+        assert "Paris" in answer.json()["choices"][0]["message"]["content"]
