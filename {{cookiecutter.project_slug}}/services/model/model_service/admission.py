@@ -66,8 +66,11 @@ class Limits:
 def limits_for(settings: ModelSettings, engine: GenerationEngine) -> Limits:
     chars = settings.max_prompt_chars or CHARS_PER_TOKEN * engine.max_model_len
     per_token = model_kv_bytes_per_token(engine.model)
-    budget_mib = settings.request_memory_mib or settings.kv_cache_gib * 1024
-    return Limits(chars, int(budget_mib * 2**20), per_token, model_vocab_size(engine.model))
+    # By default the whole cache, as the engine sized it (never less than one context).
+    budget = engine.options.kv_cache_tokens * per_token
+    if settings.request_memory_mib:
+        budget = int(settings.request_memory_mib * 2**20)
+    return Limits(chars, budget, per_token, model_vocab_size(engine.model))
 
 
 @functools.cache
