@@ -145,6 +145,7 @@ class GenerationEngine:
         self._in_flight = 0
         # Each running request's output queue, so the supervisor can fail them all at once.
         self._outputs: dict[str, asyncio.Queue[Any]] = {}
+        self._closed = False
         self._manager = self._start_manager()
         metrics.track_gauges(self.running_count, self.waiting_count, self.kv_cache_usage)
 
@@ -217,6 +218,7 @@ class GenerationEngine:
         return manager
 
     def close(self) -> None:
+        self._closed = True
         self._manager.stop(block=True, timeout=10)
 
     def alive(self) -> bool:
@@ -243,6 +245,8 @@ class GenerationEngine:
         """Replace a dead batching manager with a fresh one (blocking: run it in a thread)."""
         self._manager.stop(block=True, timeout=10)
         self._manager = self._start_manager()
+        if self._closed:  # shut down while restarting: no loop thread may outlive the app
+            self._manager.stop(block=True, timeout=10)
 
     def running_count(self) -> float:
         scheduler = self._scheduler()
