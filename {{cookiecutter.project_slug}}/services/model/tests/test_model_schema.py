@@ -19,7 +19,7 @@ from schemathesis import GenerationMode
 from tests.support.models import ModelServer
 
 BODY_OPERATIONS = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
-EXAMPLES = {"POST": 30, "GET": 2}  # 186 calls in all: the bound is 200
+EXAMPLES = {"POST": 30, "GET": 2}  # at most 186 calls in all: the bound is 200
 RSS_GROWTH_BOUND = 256 * 2**20
 
 
