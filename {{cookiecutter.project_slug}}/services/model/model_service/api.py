@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from model_service import genai_spans, grammar, tools
+from model_service import admission, genai_spans, grammar, tools
 from model_service.choices import Generated, collect, merged, open_streams, per_choice
 from model_service.embedding import encode_vector, shorten
 from model_service.errors import APIError, bad_request, error_body
@@ -22,6 +22,7 @@ from model_service.generation import (
     Delta,
     GenerationEngine,
     GenerationFailed,
+    LoopFailed,
     QueueFull,
     RequestStats,
 )
@@ -68,7 +69,8 @@ async def health(runtime: RuntimeDep) -> Response:
             error_body(503, runtime.error or f"{runtime.model_name} is loading"), status_code=503
         )
     if isinstance(runtime.engine, GenerationEngine) and not runtime.engine.alive():
-        return JSONResponse(error_body(503, "generation loop stopped"), status_code=503)
+        problem = f"generation loop failed ({runtime.engine.loop_error()}); restarting"
+        return JSONResponse(error_body(503, problem), status_code=503)
     return Response(status_code=200)
 
 
@@ -100,17 +102,11 @@ async def chat_completions(
     if body.top_logprobs and not body.logprobs:
         raise bad_request("top_logprobs needs logprobs set to true", "top_logprobs")
     engine = runtime.generator()
-    try:
-        plan = tools.plan(body.tools, body.tool_choice, body.parallel_tool_calls)
-        messages = tools.template_messages(body.messages)
-        prompt_ids = engine.encode_chat(
-            messages, tools=plan.template_tools, **(body.chat_template_kwargs or {})
-        )
-    except tools.ToolError as error:
-        raise bad_request(str(error), error.param) from error
-    except ValueError as error:
-        raise bad_request(str(error), "messages") from error
+    limits = admission.limits_for(runtime.settings, engine)
+    plan = tool_plan(body)
+    prompt_ids = await admission.chat_prompt_ids(body, engine, limits, plan.template_tools)
     params = sampling_params(body, len(prompt_ids), engine.max_model_len)
+    admission.check_request(body, params, len(prompt_ids), limits)
     tool_grammar = plan.grammar()
     source = (tool_grammar, "tools") if tool_grammar else request_grammar(body)
     params = await with_grammar(engine, params, *source)
@@ -149,12 +145,14 @@ async def completions(
 ) -> Response | CompletionResponse:
     check_model(body.model, runtime)
     engine = runtime.generator()
-    prompt_ids = completion_prompt_ids(body, engine)
+    limits = admission.limits_for(runtime.settings, engine)
+    prompt_ids = await admission.completion_prompt_ids(body, engine, limits)
     params = sampling_params(body, len(prompt_ids), engine.max_model_len)
+    admission.check_request(body, params, len(prompt_ids), limits)
     params = await with_grammar(engine, params, *request_grammar(body))
     request_id, created, model = new_id("cmpl"), now(), runtime.model_name
     span = genai_spans.start(runtime.tracing, "text_completion", model, request_id, body)
-    echo = engine.tokenizer.decode(prompt_ids, skip_special_tokens=True) if body.echo else None
+    echo = await asyncio.to_thread(engine.decode_text, prompt_ids) if body.echo else None
     formatter = CompletionFormatter(
         request_id, created, model, engine.decode_token, body.logprobs is not None, echo
     )
@@ -186,10 +184,11 @@ async def completions(
 async def embeddings(body: EmbeddingRequest, runtime: RuntimeDep) -> EmbeddingResponse:
     check_model(body.model, runtime)
     engine = runtime.embedder()
+    admission.check_embedding_input(body.input, runtime.settings, engine)
     texts = embedding_inputs(body, engine.decode_ids)
     if not texts:
         raise bad_request("input must not be empty", "input")
-    for index, count in enumerate(engine.token_counts(texts)):
+    for index, count in enumerate(await asyncio.to_thread(engine.token_counts, texts)):
         if count > engine.max_model_len:
             raise bad_request(
                 f"This model's maximum context length is {engine.max_model_len} tokens. "
@@ -206,6 +205,9 @@ async def embeddings(body: EmbeddingRequest, runtime: RuntimeDep) -> EmbeddingRe
     )
     try:
         result = await engine.embed(texts)
+    except QueueFull as error:
+        genai_spans.end_embedding(span, None, None, error)
+        raise queue_full(error) from error
     except BaseException as error:
         genai_spans.end_embedding(span, None, None, error)
         raise
@@ -295,6 +297,13 @@ def logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
     return tuple(pairs)
 
 
+def tool_plan(body: ChatCompletionRequest) -> tools.ToolPlan:
+    try:
+        return tools.plan(body.tools, body.tool_choice, body.parallel_tool_calls)
+    except tools.ToolError as error:
+        raise bad_request(str(error), error.param) from error
+
+
 def request_grammar(body: SamplingFields) -> tuple[str | None, str]:
     """The grammar of `structured_outputs` or `response_format`, and the field it came from."""
     try:
@@ -316,17 +325,6 @@ async def with_grammar(
     except grammar.GrammarError as error:
         raise bad_request(str(error), error.param) from error
     return dataclasses.replace(params, grammar=matcher)
-
-
-def completion_prompt_ids(body: CompletionRequest, engine: GenerationEngine) -> list[int]:
-    prompt = body.prompt
-    if isinstance(prompt, str):
-        return engine.encode_text(prompt)
-    if prompt and all(isinstance(p, int) for p in prompt):
-        return [int(p) for p in prompt]
-    if len(prompt) == 1 and isinstance(prompt[0], str):
-        return engine.encode_text(prompt[0])
-    raise bad_request("prompt must be a string or a list of token ids", "prompt")
 
 
 def embedding_inputs(
@@ -357,6 +355,10 @@ def queue_full(error: QueueFull) -> APIError:
     return APIError(
         503, f"The server is at capacity ({error}); retry later.", headers={"retry-after": "1"}
     )
+
+
+def loop_failed(error: LoopFailed) -> APIError:
+    return APIError(503, f"{error}; retry later.", headers={"retry-after": "1"})
 
 
 async def complete_all(
@@ -404,6 +406,9 @@ async def complete(
     except QueueFull as error:
         failure = error
         raise queue_full(error) from error
+    except LoopFailed as error:
+        failure = error
+        raise loop_failed(error) from error
     except GenerationFailed as error:
         failure = error
         raise APIError(500, f"generation failed: {error}") from error
@@ -437,6 +442,9 @@ async def stream_events(
     except QueueFull as error:
         genai_spans.end_generation(span, stats[0], error)
         raise queue_full(error) from error
+    except LoopFailed as error:
+        genai_spans.end_generation(span, stats[0], error)
+        raise loop_failed(error) from error
     except BaseException as error:
         genai_spans.end_generation(span, stats[0], error)
         raise
@@ -478,6 +486,9 @@ async def _sse(
                 yield sse_event(payload)
         if include_usage:
             yield sse_event(usage_chunk(usage_of(prompt_ids, lasts)))
+    except LoopFailed as error:
+        failure = error
+        yield sse_event(error_body(503, f"{error}; retry later."))
     except GenerationFailed as error:
         failure = error
         yield sse_event(error_body(500, f"generation failed: {error}"))

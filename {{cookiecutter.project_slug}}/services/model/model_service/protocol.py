@@ -102,6 +102,8 @@ class ChatCompletionRequest(SamplingFields):
     def logprobs_count(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
 
+    chat_template: str | None = None  # refused with 400 (model_service.admission)
+
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[int] | list[str]

@@ -26,6 +26,7 @@ from model_service import logprobs
 from model_service.grammar import allowed_tokens
 
 SLOT_KWARG = "sampling_slot"
+GREEDY_BELOW_TEMPERATURE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,9 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        # vLLM's threshold: dividing logits by a smaller temperature overflows to inf,
+        # and sampling from inf/NaN probabilities raises inside the generation loop.
+        return self.temperature < GREEDY_BELOW_TEMPERATURE
 
     @property
     def penalized(self) -> bool:
@@ -184,6 +187,9 @@ def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.
         cumulative = torch.cumsum(sorted_probs, dim=-1)
         # Keep the smallest prefix whose mass reaches top_p (always at least one token).
         drop = cumulative - sorted_probs >= params.top_p
+        # A top_p below float32's smallest value (5e-324 was sent) compares as 0.0 and
+        # would drop every token; the most likely one always stays.
+        drop[..., 0] = False
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
     return int(torch.multinomial(probs, 1, generator=generator).item())

@@ -159,8 +159,12 @@ def template_messages(messages: list[Any]) -> list[dict[str, Any]]:
         extra = message.model_extra or {}
         for key in ("tool_call_id", "name"):
             if extra.get(key) is not None:
+                if not isinstance(extra[key], str):
+                    raise ValueError(f"a message's {key} must be a string")
                 item[key] = extra[key]
         if extra.get("tool_calls"):
+            if not isinstance(extra["tool_calls"], list):
+                raise ValueError("a message's tool_calls must be a list")
             item["tool_calls"] = [parsed_call(call) for call in extra["tool_calls"]]
         out.append(item)
     return out
@@ -174,7 +178,7 @@ def parsed_call(call: Any) -> dict[str, Any]:
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments)
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, RecursionError) as error:
             raise ValueError(f"tool call arguments are not JSON: {error}") from error
     return {**call, "function": {"name": function["name"], "arguments": arguments}}
 
