@@ -13,7 +13,10 @@ stall the event loop or grow the process without bound:
   rendering and tokenising run on a worker thread, so the event loop keeps answering;
 - `max_tokens` must fit the context left (checked in `api.sampling_params`), and the
   whole request must fit a per-request memory budget (`MODEL_REQUEST_MEMORY_MIB`):
-  the KV cache its prompt and all its output tokens hold at their longest;
+  the KV cache its `n` sequences (prompt and output each) hold at their longest;
+- tool and assistant-with-`tool_calls` messages, and the tool definitions, count toward
+  the prompt cap and render through the same path; `logit_bias` ids must be in the
+  vocabulary;
 - stop strings and seeds are bounded (a seed outside int64 made torch raise).
 """
 
@@ -233,13 +236,19 @@ def check_request(
     check_logit_bias(params.logit_bias, limits.vocab_size)
     if body.seed is not None and not SEED_RANGE[0] <= body.seed <= SEED_RANGE[1]:
         raise bad_request("seed must be a 64-bit signed integer.", "seed")
-    sequences = max(body.n, getattr(body, "best_of", None) or 1)
-    tokens = prompt_tokens + sequences * params.max_tokens
-    needed = tokens * limits.kv_bytes_per_token
+    check_memory_budget(max(body.n, body.best_of or 1), prompt_tokens, params.max_tokens, limits)
+
+
+def check_memory_budget(
+    sequences: int, prompt_tokens: int, max_tokens: int, limits: Limits
+) -> None:
+    """Each of the `n` choices is its own sequence in the batch, prompt included (the
+    engine shares no blocks between sequences), so the request holds n x (prompt + output)."""
+    needed = sequences * (prompt_tokens + max_tokens) * limits.kv_bytes_per_token
     if needed > limits.request_memory_bytes:
         raise bad_request(
-            f"This request would hold {needed / 2**20:.1f} MiB of KV cache ({prompt_tokens} "
-            f"prompt + {sequences} x {params.max_tokens} output tokens); the per-request "
+            f"This request would hold {needed / 2**20:.1f} MiB of KV cache ({sequences} x "
+            f"({prompt_tokens} prompt + {max_tokens} output tokens)); the per-request "
             f"budget is {limits.request_memory_bytes / 2**20:.1f} MiB "
             "(MODEL_REQUEST_MEMORY_MIB). Lower max_tokens or n.",
             "max_tokens",

@@ -100,8 +100,7 @@ def from_structured_outputs(fields: dict[str, Any] | None) -> str | None:
         )
     kind, value = given[0], fields[given[0]]
     if kind == "json":
-        schema = json.loads(value) if isinstance(value, str) else value
-        return json_schema_grammar(schema, "structured_outputs")
+        return json_schema_grammar(parsed_schema(value), "structured_outputs")
     if kind == "json_object":
         return json_schema_grammar({"type": "object"}, "structured_outputs")
     if kind == "regex":
@@ -113,6 +112,18 @@ def from_structured_outputs(fields: dict[str, Any] | None) -> str | None:
             "structured_outputs.choice must be a non-empty list of strings", "structured_outputs"
         )
     return choice_grammar(value)
+
+
+def parsed_schema(value: Any) -> Any:
+    """vLLM takes `structured_outputs.json` as an object or as its JSON text."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError) as error:
+        raise GrammarError(
+            f"structured_outputs.json is not valid JSON: {error}", "structured_outputs"
+        ) from error
 
 
 class GrammarCompiler:

@@ -132,6 +132,69 @@ async def test_invalid_requests_get_400_and_the_loop_lives(client, path, body, p
     await assert_still_serves(client)
 
 
+def tool_call(arguments: Any) -> dict[str, Any]:
+    return {"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+
+
+def conversation(*extra: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": "Hi"}, *extra]
+
+
+DEEP = "[" * 10**5
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        # The contract's new paths go through the same admission.
+        ("/v1/completions", completion([999999999], echo=True), "prompt"),
+        ("/v1/completions", completion([], echo=True), "prompt"),
+        ("/v1/completions", completion("Hi", logit_bias={"999999": 5}), "logit_bias"),
+        (
+            "/v1/chat/completions",
+            chat(messages=conversation({"role": "tool", "content": "x", "tool_call_id": {}})),
+            "messages",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(messages=conversation({"role": "assistant", "tool_calls": 5})),
+            "messages",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(messages=conversation({"role": "assistant", "tool_calls": [tool_call("{x")]})),
+            "messages",
+        ),
+        (  # json.loads would raise RecursionError (a 500) on this
+            "/v1/chat/completions",
+            chat(messages=conversation({"role": "assistant", "tool_calls": [tool_call(DEEP)]})),
+            "messages",
+        ),
+        (  # tool results count toward the prompt cap like any content
+            "/v1/chat/completions",
+            chat(messages=conversation({"role": "tool", "content": "y" * 3000})),
+            "messages",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(tools=[{**TOOL, "function": {"name": "f", "description": "d" * 3000}}]),
+            "tools",
+        ),
+        ("/v1/chat/completions", chat(structured_outputs={"json": "{nope"}), "structured_outputs"),
+        ("/v1/chat/completions", chat(structured_outputs={"regex": "("}), "structured_outputs"),
+        (
+            "/v1/chat/completions",
+            chat(response_format={"type": "json_schema", "json_schema": {"schema": {"type": 5}}}),
+            "response_format",
+        ),
+    ],
+)  # fmt: skip
+async def test_contract_fields_get_400_and_the_loop_lives(client, path, body, param) -> None:
+    assert_error(await client.post(path, json=body), 400, param)
+    await assert_still_serves(client)
+
+
 async def test_client_chat_template_is_refused_without_rendering(client, hostile_server) -> None:
     bomb = "{{ 'x' * 10**9 }}"  # rendering it allocates a gigabyte
     peak_before = peak_rss_bytes(hostile_server.pid)
@@ -207,6 +270,14 @@ async def test_the_memory_budget_is_checked_before_admission(client) -> None:
     )
     assert fits.status_code == 200, fits.text
     assert fits.json()["usage"]["total_tokens"] == BUDGET_TOKENS
+    # n choices are n sequences, each holding the prompt and its output.
+    half = BUDGET_TOKENS // 2 - len(prompt)
+    two = completion(prompt, max_tokens=half + 1, n=2)
+    assert_error(await client.post("/v1/completions", json=two), 400, "max_tokens")
+    two_fit = completion(prompt, max_tokens=half, n=2, ignore_eos=True, echo=True)
+    answer = await client.post("/v1/completions", json=two_fit)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["usage"]["completion_tokens"] == 2 * half
     await assert_still_serves(client)
 
 
