@@ -28,12 +28,9 @@ from model_service.grammar import JSON_LAYOUT
 CALL_OPEN = "<tool_call>\n"
 CALL_CLOSE = "}\n</tool_call>"
 FALLBACK_TEMPLATE = Path(__file__).parent / "templates" / "hermes_tools.jinja"
-# A conversation takes the tool branch when it has tools or carries tool messages.
-USES_TOOLS = (
-    "{%- set ns_tools = namespace(on=(tools is defined and tools)) %}"
-    "{%- for m in messages %}{%- if m['role'] == 'tool' or m['tool_calls'] %}"
-    "{%- set ns_tools.on = true %}{%- endif %}{%- endfor %}"
-)
+# Chooses, per conversation, the fallback (tools or tool messages present) or the
+# model's own template; kept in a .jinja file, as Python here holds no Jinja.
+SWITCH_TEMPLATE = Path(__file__).parent / "templates" / "tool_switch.jinja"
 
 Mode = Literal["none", "auto", "required", "named"]
 
@@ -52,8 +49,9 @@ def tool_aware_template(template: str | None) -> str | None:
     """The model's template when it handles tools, else it wrapped with the fallback."""
     if not template or "tools" in template:
         return template
+    switch = SWITCH_TEMPLATE.read_text().strip()
     fallback = FALLBACK_TEMPLATE.read_text()
-    return f"{USES_TOOLS}{{%- if ns_tools.on %}}{fallback}{{%- else %}}{template}{{%- endif %}}"
+    return switch.replace("@@FALLBACK@@", fallback).replace("@@MODEL_TEMPLATE@@", template)
 
 
 def new_call_id() -> str:

@@ -253,9 +253,8 @@ def test_vllm_tool_args_give_template_less_models_the_hermes_fallback(tmp_path: 
     model.mkdir()
     work.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    (model / "chat_template.jinja").write_text(
-        "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    )
+    plain = (Path(__file__).parent / "chat_template.jinja").read_text()  # ChatML, no tools
+    (model / "chat_template.jinja").write_text(plain)
     args = tool_args(settings(), model, work)
     assert args[-5:] == [
         "--enable-auto-tool-choice",
@@ -265,8 +264,8 @@ def test_vllm_tool_args_give_template_less_models_the_hermes_fallback(tmp_path: 
         "parameter",
     ]
     written = Path(args[args.index("--chat-template") + 1]).read_text()
-    assert "<tool_call>" in written and "{% for m in messages %}" in written
-    (model / "chat_template.jinja").write_text("{% if tools %}{{ tools }}{% endif %}")
+    assert "<tool_call>" in written and plain in written
+    (model / "chat_template.jinja").write_text("{{ tools }}{{ messages }}")
     (model / "config.json").write_text(json.dumps({"model_type": "mistral"}))
     own = tool_args(settings(), model, work)
     assert "--chat-template" not in own and own[own.index("--tool-call-parser") + 1] == "mistral"
