@@ -204,30 +204,37 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError("no VmRSS in /proc status")
 
 
-def start_server(name: str, model_dir: Path, log_dir: Path, task: str) -> ModelServer:
-    # A context long enough for prompts with tools (the tiny tokenizer spends a token on
-    # every few bytes; the tool prompt alone is about 400 tokens).
-    env = {"MODEL_SERVED_NAME": "tiny", "MODEL_KV_CACHE_GIB": "0.01", "MODEL_MAX_MODEL_LEN": "1024"}
+def start_server(name: str, model_dir: Path, log_dir: Path, task: str, context: int) -> ModelServer:
+    env = {
+        "MODEL_SERVED_NAME": "tiny",
+        "MODEL_KV_CACHE_GIB": "0.01",
+        "MODEL_MAX_MODEL_LEN": str(context),
+    }
     return ModelServer(name, log_dir, model_dir.parent, str(model_dir), task, env=env).start()
 
 
 @pytest.fixture(scope="module")
-def fuzzed_server(
+def fuzzed_servers(
     tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ModelServer]:
-    server = start_server("fuzzed", tiny_model_dir, tmp_path_factory.mktemp("fuzzed"), "generate")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def fuzzed_embedder(
-    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ModelServer]:
-    """`/v1/embeddings` cases go here: a generate server refuses them all alike."""
-    server = start_server("fuzzed-embed", tiny_model_dir, tmp_path_factory.mktemp("fe"), "embed")
-    yield server
-    server.stop()
+) -> Iterator[dict[str, ModelServer]]:
+    """`generate` takes schemathesis' own cases: a short context, so a case that leaves
+    out max_tokens (n up to 16 sequences to the end of the context) stays quick on a
+    loaded host. `contract` takes the contract pass: room for prompts with tools (the
+    tiny tokenizer spends a token on every few bytes; a tool prompt is about 400
+    tokens), and its requests ask for 8 tokens. `embed` takes every embeddings case."""
+    logs = tmp_path_factory.mktemp("fuzzed")
+    started: dict[str, ModelServer] = {}
+    try:
+        for name, task, context in (
+            ("generate", "generate", 128),
+            ("contract", "generate", 1024),
+            ("embed", "embed", 128),
+        ):
+            started[name] = start_server(f"fuzzed-{name}", tiny_model_dir, logs, task, context)
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
 
 
 def normal_request(base_url: str) -> httpx.Response:
@@ -254,6 +261,7 @@ def fuzz(
     """One pass over every operation: schemathesis' own cases, or (`contract`) a valid
     request carrying some of the contract's fields, drawn from CONTRACT_FIELDS."""
     schema = schemathesis.openapi.from_url(f"{servers['generate'].base_url}/openapi.json")
+    which = "contract" if contract else "generate"
     for result in schema.get_all_operations():
         operation = result.ok()
         if contract and operation.path not in CONTRACT_FIELDS:
@@ -275,7 +283,7 @@ def fuzz(
                     case.body.update(fields)
             if isinstance(case.body, dict) and isinstance(case.body.get("model"), str):
                 case.body["model"] = "tiny"  # reach past the model check into the engine
-            server = servers["embed" if case.path == "/v1/embeddings" else "generate"]
+            server = servers["embed" if case.path == "/v1/embeddings" else which]
             response = case.call(base_url=server.base_url, timeout=60)  # a hang fails here
             calls[case.path] += 1
             groups.update(f"{case.path} {name} {response.status_code}" for name, _ in drawn)
@@ -288,11 +296,10 @@ def fuzz(
             assert mode is GenerationMode.NEGATIVE
 
 
-def test_no_server_errors_no_hang_no_growth(
-    fuzzed_server: ModelServer, fuzzed_embedder: ModelServer
-) -> None:
-    servers = {"generate": fuzzed_server, "embed": fuzzed_embedder}
-    assert normal_request(fuzzed_server.base_url).status_code == 200  # warm before measuring
+def test_no_server_errors_no_hang_no_growth(fuzzed_servers: dict[str, ModelServer]) -> None:
+    servers = fuzzed_servers
+    for name in ("generate", "contract"):  # warm before measuring
+        assert normal_request(servers[name].base_url).status_code == 200
     before = {name: rss_bytes(server.pid) for name, server in servers.items()}
     calls: Counter[str] = Counter()
     groups: Counter[str] = Counter()
@@ -309,10 +316,11 @@ def test_no_server_errors_no_hang_no_growth(
         growth = rss_bytes(server.pid) - before[name]
         assert growth < RSS_GROWTH_BOUND, f"{name}: RSS grew by {growth / 2**20:.0f} MiB"
         assert httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200
-    after = normal_request(fuzzed_server.base_url)
-    assert after.status_code == 200, after.text
-    assert after.json()["usage"]["completion_tokens"] == 4
+    for name in ("generate", "contract"):
+        after = normal_request(servers[name].base_url)
+        assert after.status_code == 200, after.text
+        assert after.json()["usage"]["completion_tokens"] == 4
     embedded = httpx.post(
-        f"{fuzzed_embedder.base_url}/v1/embeddings", json={"input": "hi"}, timeout=60
+        f"{servers['embed'].base_url}/v1/embeddings", json={"input": "hi"}, timeout=60
     )
     assert embedded.status_code == 200, embedded.text
