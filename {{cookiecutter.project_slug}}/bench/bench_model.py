@@ -24,7 +24,7 @@ for extra in (ROOT, ROOT / "services" / "model", ROOT / "bench"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from model_load import run_level  # noqa: E402
+from model_load import JSON_SCHEMA_FIELDS, run_level  # noqa: E402
 from model_report import write  # noqa: E402
 from model_systems import LLM_ID, System, build_systems, model_dir, start  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -47,6 +47,13 @@ def parse_args() -> argparse.Namespace:
         help="requests at each concurrency (default: the concurrency, at least 8)",
     )
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 extra rows")
+    parser.add_argument(
+        "--structured-concurrency",
+        nargs="*",
+        type=int,
+        default=[1, 16],
+        help="concurrency levels of the json_schema row (none: skip it)",
+    )
     parser.add_argument(
         "--models-dir", type=Path, default=Path(os.environ.get("MODELS_DIR", ROOT / "models"))
     )
@@ -110,9 +117,41 @@ async def bench_system(
                 f"TTFT p50 {level.ttft_p50_s:.2f}s, peak RSS {level.peak_rss_mb:.0f} MB"
             )
             progress.advance(task)
+        if system.structured_outputs and system.dtype == "float32":
+            run["structured"] = await structured_levels(
+                system, args, base_url, process.pid, count_tokens
+            )
     finally:
         process.stop()
     return run
+
+
+async def structured_levels(
+    system: System,
+    args: argparse.Namespace,
+    base_url: str,
+    pid: int,
+    count_tokens: Callable[[str], int],
+) -> list[dict[str, Any]]:
+    """The same requests with a json_schema response_format (the grammar's cost)."""
+    levels = []
+    for concurrency in args.structured_concurrency:
+        requests = args.requests_per_level or max(8, concurrency)
+        level = await run_level(
+            base_url,
+            system.model,
+            concurrency,
+            requests,
+            args.max_tokens,
+            system.accepts_ignore_eos,
+            pid,
+            count_tokens,
+            JSON_SCHEMA_FIELDS,
+        )
+        levels.append(level.as_dict())
+        rate = level.output_tok_per_s
+        console.log(f"{system.label} json_schema c={concurrency}: {rate:.1f} tok/s")
+    return levels
 
 
 async def main() -> int:

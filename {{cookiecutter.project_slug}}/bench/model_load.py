@@ -32,6 +32,21 @@ def prompts(count: int) -> list[str]:
 
 TokenCounter = Callable[[str], int]
 
+# The structured-output row: the same story, written inside a JSON object, so the
+# grammar is active at every step (`ignore_eos` keeps the output length equal).
+STORY_SCHEMA = {
+    "type": "object",
+    "properties": {"title": {"type": "string"}, "story": {"type": "string"}},
+    "required": ["title", "story"],
+    "additionalProperties": False,
+}
+JSON_SCHEMA_FIELDS = {
+    "response_format": {
+        "type": "json_schema",
+        "json_schema": {"name": "story", "schema": STORY_SCHEMA, "strict": True},
+    }
+}
+
 
 @dataclass
 class RequestResult:
@@ -100,8 +115,10 @@ async def one_request(
     max_tokens: int,
     ignore_eos: bool,
     count_tokens: TokenCounter,
+    extra: dict[str, object] | None = None,
 ) -> RequestResult:
     body: dict[str, object] = {
+        **(extra or {}),
         "model": model,
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": max_tokens,
@@ -155,6 +172,7 @@ async def run_level(
     ignore_eos: bool,
     pid: int,
     count_tokens: TokenCounter,
+    extra: dict[str, object] | None = None,
 ) -> LevelResult:
     """`requests` requests, at most `concurrency` in flight at any time."""
     queue = prompts(requests)
@@ -172,7 +190,7 @@ async def run_level(
                 try:
                     results.append(
                         await one_request(
-                            client, model, prompt, max_tokens, ignore_eos, count_tokens
+                            client, model, prompt, max_tokens, ignore_eos, count_tokens, extra
                         )
                     )
                 except (httpx.HTTPError, RuntimeError):

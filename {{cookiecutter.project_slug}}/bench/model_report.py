@@ -31,6 +31,7 @@ def markdown(report: dict[str, Any]) -> str:
             )
         if run.get("error"):
             lines.append(f"| {run['system']} | {run['dtype']} | — | failed: {run['error']} |")
+    lines += structured_table(report)
     if report.get("acceptance"):
         lines += ["", "## Acceptance (float32)", ""]
         lines += [f"- {check}" for check in report["acceptance"]]
@@ -43,6 +44,31 @@ def markdown(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def structured_table(report: dict[str, Any]) -> list[str]:
+    """json_schema against the same request unconstrained, per system and concurrency."""
+    rows = []
+    for run in report["runs"]:
+        free = {lv["concurrency"]: lv["output_tok_per_s"] for lv in run["levels"]}
+        for level in run.get("structured", []):
+            base = free.get(level["concurrency"])
+            cost = f"{1 - level['output_tok_per_s'] / base:.0%}" if base else "—"
+            rows.append(
+                f"| {run['system']} | {level['concurrency']} | {base or '—'} "
+                f"| {level['output_tok_per_s']:.1f} | {cost} | {level['failed']} |"
+            )
+    if not rows:
+        return []
+    return [
+        "",
+        "## Structured outputs (json_schema, float32)",
+        "",
+        "| system | concurrency | unconstrained tok/s | json_schema tok/s | grammar cost "
+        "| failed |",
+        "|---|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -87,6 +113,18 @@ def acceptance(report: dict[str, Any]) -> list[str]:
         return None
 
     checks = []
+    for run in report["runs"]:
+        if run["system"] != "transformers" or run["dtype"] != "float32":
+            continue
+        for level in run.get("structured", []):
+            base = rate("transformers", level["concurrency"])
+            if level["concurrency"] == 16 and base:
+                cost = 1 - level["output_tok_per_s"] / base
+                verdict = "met" if cost <= 0.15 else "NOT met"
+                checks.append(
+                    f"c=16: json_schema costs the transformers backend {cost:.0%} "
+                    f"(≤ 15%: {verdict})"
+                )
     ours16, vllm16 = rate("transformers", 16), rate("vllm", 16)
     if ours16 is not None and vllm16:
         share = ours16 / vllm16

@@ -31,6 +31,11 @@ class System:
     def label(self) -> str:
         return f"{self.name} ({self.dtype})"
 
+    @property
+    def structured_outputs(self) -> bool:
+        """Whether it takes `response_format` json_schema (`transformers serve` does not)."""
+        return self.name in ("transformers", "vllm")
+
 
 def model_dir(models_dir: Path) -> Path:
     return models_dir / LLM_ID.replace("/", "--")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,27 +13,25 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from model_service import genai_spans
-from model_service.embedding import encode_vector
+from model_service import admission, genai_spans, grammar, tools
+from model_service.choices import Generated, collect, merged, open_streams, per_choice
+from model_service.embedding import encode_vector, shorten
 from model_service.errors import APIError, bad_request, error_body
+from model_service.formatting import ChatFormatter, CompletionFormatter
 from model_service.generation import (
     Delta,
     GenerationEngine,
     GenerationFailed,
+    LoopFailed,
     QueueFull,
     RequestStats,
 )
 from model_service.protocol import (
-    AssistantMessage,
-    ChatChoice,
-    ChatChunkChoice,
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
-    CompletionChoice,
     CompletionRequest,
     CompletionResponse,
-    DeltaMessage,
     EmbeddingData,
     EmbeddingRequest,
     EmbeddingResponse,
@@ -70,7 +69,8 @@ async def health(runtime: RuntimeDep) -> Response:
             error_body(503, runtime.error or f"{runtime.model_name} is loading"), status_code=503
         )
     if isinstance(runtime.engine, GenerationEngine) and not runtime.engine.alive():
-        return JSONResponse(error_body(503, "generation loop stopped"), status_code=503)
+        problem = f"generation loop failed ({runtime.engine.loop_error()}); restarting"
+        return JSONResponse(error_body(503, problem), status_code=503)
     return Response(status_code=200)
 
 
@@ -99,28 +99,25 @@ async def chat_completions(
     body: ChatCompletionRequest, request: Request, runtime: RuntimeDep
 ) -> Response | ChatCompletionResponse:
     check_model(body.model, runtime)
+    if body.top_logprobs and not body.logprobs:
+        raise bad_request("top_logprobs needs logprobs set to true", "top_logprobs")
     engine = runtime.generator()
-    try:
-        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        prompt_ids = engine.encode_chat(messages, **(body.chat_template_kwargs or {}))
-    except ValueError as error:
-        raise bad_request(str(error), "messages") from error
+    limits = admission.limits_for(runtime.settings, engine)
+    plan = tool_plan(body)
+    prompt_ids = await admission.chat_prompt_ids(body, engine, limits, plan.template_tools)
     params = sampling_params(body, len(prompt_ids), engine.max_model_len)
+    admission.check_request(body, params, len(prompt_ids), limits)
+    tool_grammar = plan.grammar()
+    source = (tool_grammar, "tools") if tool_grammar else request_grammar(body)
+    params = await with_grammar(engine, params, *source)
     request_id, created, model = new_id("chatcmpl"), now(), runtime.model_name
     span = genai_spans.start(runtime.tracing, "chat", model, request_id, body)
+    formatter = ChatFormatter(
+        request_id, created, model, plan, engine.decode_token, bool(body.logprobs)
+    )
+    choices = per_choice(params, body.n)
 
     if body.stream:
-
-        def chunk(delta: Delta | None, role: bool = False) -> ChatCompletionChunk:
-            choice = ChatChunkChoice(
-                delta=DeltaMessage(
-                    role="assistant" if role else None, content=delta.text if delta else ""
-                ),
-                finish_reason=delta.finish_reason if delta else None,  # type: ignore[arg-type]
-            )
-            return ChatCompletionChunk(
-                id=request_id, created=created, model=model, choices=[choice]
-            )
 
         def usage_chunk(usage: Usage) -> ChatCompletionChunk:
             return ChatCompletionChunk(
@@ -128,19 +125,17 @@ async def chat_completions(
             )
 
         events = await stream_events(
-            engine, prompt_ids, params, chunk(None, role=True), chunk, usage_chunk, body, span
+            engine, prompt_ids, choices, formatter, usage_chunk, body.include_usage, span
         )
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
-    text, last = await complete(request, engine, prompt_ids, params, span)
+    results = await complete_all(request, engine, prompt_ids, choices, span)
     return ChatCompletionResponse(
         id=request_id,
         created=created,
         model=model,
-        choices=[
-            ChatChoice(message=AssistantMessage(content=text), finish_reason=last.finish_reason)  # type: ignore[arg-type]
-        ],
-        usage=usage_of(prompt_ids, last),
+        choices=[formatter.choice(i, r) for i, r in enumerate(results)],
+        usage=usage_of(prompt_ids, [r.last for r in results]),
     )
 
 
@@ -150,19 +145,20 @@ async def completions(
 ) -> Response | CompletionResponse:
     check_model(body.model, runtime)
     engine = runtime.generator()
-    prompt_ids = completion_prompt_ids(body, engine)
+    limits = admission.limits_for(runtime.settings, engine)
+    prompt_ids = await admission.completion_prompt_ids(body, engine, limits)
     params = sampling_params(body, len(prompt_ids), engine.max_model_len)
+    admission.check_request(body, params, len(prompt_ids), limits)
+    params = await with_grammar(engine, params, *request_grammar(body))
     request_id, created, model = new_id("cmpl"), now(), runtime.model_name
     span = genai_spans.start(runtime.tracing, "text_completion", model, request_id, body)
+    echo = await asyncio.to_thread(engine.decode_text, prompt_ids) if body.echo else None
+    formatter = CompletionFormatter(
+        request_id, created, model, engine.decode_token, body.logprobs is not None, echo
+    )
+    choices = per_choice(params, body.n)
 
     if body.stream:
-
-        def chunk(delta: Delta | None, role: bool = False) -> CompletionResponse:
-            choice = CompletionChoice(
-                text=delta.text if delta else "",
-                finish_reason=delta.finish_reason if delta else None,  # type: ignore[arg-type]
-            )
-            return CompletionResponse(id=request_id, created=created, model=model, choices=[choice])
 
         def usage_chunk(usage: Usage) -> CompletionResponse:
             return CompletionResponse(
@@ -170,17 +166,17 @@ async def completions(
             )
 
         events = await stream_events(
-            engine, prompt_ids, params, None, chunk, usage_chunk, body, span
+            engine, prompt_ids, choices, formatter, usage_chunk, body.include_usage, span
         )
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
-    text, last = await complete(request, engine, prompt_ids, params, span)
+    results = await complete_all(request, engine, prompt_ids, choices, span)
     return CompletionResponse(
         id=request_id,
         created=created,
         model=model,
-        choices=[CompletionChoice(text=text, finish_reason=last.finish_reason)],  # type: ignore[arg-type]
-        usage=usage_of(prompt_ids, last),
+        choices=[formatter.choice(i, r) for i, r in enumerate(results)],
+        usage=usage_of(prompt_ids, [r.last for r in results]),
     )
 
 
@@ -188,12 +184,11 @@ async def completions(
 async def embeddings(body: EmbeddingRequest, runtime: RuntimeDep) -> EmbeddingResponse:
     check_model(body.model, runtime)
     engine = runtime.embedder()
-    if body.dimensions is not None:
-        raise bad_request("dimensions is not supported by this model", "dimensions")
+    admission.check_embedding_input(body.input, runtime.settings, engine)
     texts = embedding_inputs(body, engine.decode_ids)
     if not texts:
         raise bad_request("input must not be empty", "input")
-    for index, count in enumerate(engine.token_counts(texts)):
+    for index, count in enumerate(await asyncio.to_thread(engine.token_counts, texts)):
         if count > engine.max_model_len:
             raise bad_request(
                 f"This model's maximum context length is {engine.max_model_len} tokens. "
@@ -210,10 +205,19 @@ async def embeddings(body: EmbeddingRequest, runtime: RuntimeDep) -> EmbeddingRe
     )
     try:
         result = await engine.embed(texts)
+    except QueueFull as error:
+        genai_spans.end_embedding(span, None, None, error)
+        raise queue_full(error) from error
     except BaseException as error:
         genai_spans.end_embedding(span, None, None, error)
         raise
-    dimensions = len(result.vectors[0]) if result.vectors else None
+    full = len(result.vectors[0]) if result.vectors else 0
+    if body.dimensions is not None and not 1 <= body.dimensions <= full:
+        refused = bad_request(f"dimensions must be between 1 and {full}", "dimensions")
+        genai_spans.end_embedding(span, None, None, refused)
+        raise refused
+    vectors = [shorten(v, body.dimensions) for v in result.vectors]
+    dimensions = len(vectors[0]) if vectors else None
     genai_spans.end_embedding(span, result.prompt_tokens, dimensions)
     return EmbeddingResponse(
         id=response_id,
@@ -221,7 +225,7 @@ async def embeddings(body: EmbeddingRequest, runtime: RuntimeDep) -> EmbeddingRe
         model=runtime.model_name,
         data=[
             EmbeddingData(index=i, embedding=encode_vector(v, body.encoding_format))
-            for i, v in enumerate(result.vectors)
+            for i, v in enumerate(vectors)
         ],
         usage=Usage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
     )
@@ -273,18 +277,54 @@ def sampling_params(body: SamplingFields, prompt_len: int, max_model_len: int) -
         seed=body.seed,
         stop=tuple(body.stop_strings()),
         ignore_eos=body.ignore_eos,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        repetition_penalty=body.repetition_penalty or 1.0,
+        logit_bias=logit_bias(body.logit_bias),
+        logprobs=body.logprobs_count(),
     )
 
 
-def completion_prompt_ids(body: CompletionRequest, engine: GenerationEngine) -> list[int]:
-    prompt = body.prompt
-    if isinstance(prompt, str):
-        return engine.encode_text(prompt)
-    if prompt and all(isinstance(p, int) for p in prompt):
-        return [int(p) for p in prompt]
-    if len(prompt) == 1 and isinstance(prompt[0], str):
-        return engine.encode_text(prompt[0])
-    raise bad_request("prompt must be a string or a list of token ids", "prompt")
+def logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
+    """OpenAI's `logit_bias`: token ids (as strings) to a bias in [-100, 100]."""
+    pairs = []
+    for key, value in (bias or {}).items():
+        if not key.lstrip("-").isdigit() or int(key) < 0:
+            raise bad_request(f"logit_bias keys must be token ids, got {key!r}", "logit_bias")
+        if not -100 <= value <= 100:
+            raise bad_request(f"logit_bias values lie in [-100, 100], not {value}", "logit_bias")
+        pairs.append((int(key), float(value)))
+    return tuple(pairs)
+
+
+def tool_plan(body: ChatCompletionRequest) -> tools.ToolPlan:
+    try:
+        return tools.plan(body.tools, body.tool_choice, body.parallel_tool_calls)
+    except tools.ToolError as error:
+        raise bad_request(str(error), error.param) from error
+
+
+def request_grammar(body: SamplingFields) -> tuple[str | None, str]:
+    """The grammar of `structured_outputs` or `response_format`, and the field it came from."""
+    try:
+        if body.structured_outputs:
+            text = grammar.from_structured_outputs(body.structured_outputs)
+            return text, "structured_outputs"
+        return grammar.from_response_format(body.response_format), "response_format"
+    except grammar.GrammarError as error:
+        raise bad_request(str(error), error.param) from error
+
+
+async def with_grammar(
+    engine: GenerationEngine, params: SamplingParams, text: str | None, param: str
+) -> SamplingParams:
+    if text is None:
+        return params
+    try:
+        matcher = await engine.compile_grammar(text, param)
+    except grammar.GrammarError as error:
+        raise bad_request(str(error), error.param) from error
+    return dataclasses.replace(params, grammar=matcher)
 
 
 def embedding_inputs(
@@ -300,12 +340,11 @@ def embedding_inputs(
     return decode([[int(t) for t in v] for v in value])
 
 
-def usage_of(prompt_ids: list[int], last: Delta) -> Usage:
+def usage_of(prompt_ids: list[int], lasts: list[Delta]) -> Usage:
     prompt = len(prompt_ids)
+    completion = sum(last.completion_tokens for last in lasts)
     return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=last.completion_tokens,
-        total_tokens=prompt + last.completion_tokens,
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
     )
 
 
@@ -318,25 +357,41 @@ def queue_full(error: QueueFull) -> APIError:
     )
 
 
+def loop_failed(error: LoopFailed) -> APIError:
+    return APIError(503, f"{error}; retry later.", headers={"retry-after": "1"})
+
+
+async def complete_all(
+    request: Request,
+    engine: GenerationEngine,
+    prompt_ids: list[int],
+    params: list[SamplingParams],
+    span: Span | None = None,
+) -> list[Generated]:
+    """Every choice to completion, side by side; one failing ends them all."""
+    tasks = [
+        asyncio.ensure_future(complete(request, engine, prompt_ids, p, span if i == 0 else None))
+        for i, p in enumerate(params)
+    ]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def complete(
     request: Request,
     engine: GenerationEngine,
     prompt_ids: list[int],
     params: SamplingParams,
     span: Span | None = None,
-) -> tuple[str, Delta]:
+) -> Generated:
     """Run to completion; stop (and free the slot) if the client goes away. Ends `span`."""
     stats = RequestStats()
     deltas = engine.generate(prompt_ids, params, stats)
-
-    async def collect() -> tuple[str, Delta]:
-        parts, last = [], Delta("", 0)
-        async for delta in deltas:
-            parts.append(delta.text)
-            last = delta
-        return "".join(parts), last
-
-    task = asyncio.ensure_future(collect())
+    task = asyncio.ensure_future(collect(deltas))
     failure: BaseException | None = None
     disconnected = False
     try:
@@ -351,6 +406,9 @@ async def complete(
     except QueueFull as error:
         failure = error
         raise queue_full(error) from error
+    except LoopFailed as error:
+        failure = error
+        raise loop_failed(error) from error
     except GenerationFailed as error:
         failure = error
         raise APIError(500, f"generation failed: {error}") from error
@@ -370,67 +428,70 @@ async def complete(
 async def stream_events(
     engine: GenerationEngine,
     prompt_ids: list[int],
-    params: SamplingParams,
-    first: BaseModel | None,
-    chunk: Callable[[Delta], BaseModel],
+    params: list[SamplingParams],
+    formatter: ChatFormatter | CompletionFormatter,
     usage_chunk: Callable[[Usage], BaseModel],
-    body: SamplingFields,
+    include_usage: bool,
     span: Span | None = None,
 ) -> AsyncIterator[str]:
     """SSE events; admission happens before the 200 so a full queue is still a 503.
     `span` ends with the stream: at its end, on an error or when the client goes away."""
-    stats = RequestStats()
-    deltas = engine.generate(prompt_ids, params, stats)
+    stats = [RequestStats() for _ in params]
     try:
-        opening = await anext(deltas)
+        streams = await open_streams(engine, prompt_ids, params, stats)
     except QueueFull as error:
-        genai_spans.end_generation(span, stats, error)
+        genai_spans.end_generation(span, stats[0], error)
         raise queue_full(error) from error
+    except LoopFailed as error:
+        genai_spans.end_generation(span, stats[0], error)
+        raise loop_failed(error) from error
     except BaseException as error:
-        genai_spans.end_generation(span, stats, error)
+        genai_spans.end_generation(span, stats[0], error)
         raise
-    return _sse(
-        deltas, opening, prompt_ids, first, chunk, usage_chunk, body.include_usage, span, stats
-    )
+    return _sse(streams, prompt_ids, formatter, usage_chunk, include_usage, span, stats[0])
+
+
+def sse_event(payload: BaseModel | dict[str, Any]) -> str:
+    data = payload if isinstance(payload, dict) else payload.model_dump()
+    if data.get("usage", 0) is None:
+        del data["usage"]
+    for choice in data.get("choices", []):
+        if "delta" in choice:
+            choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 async def _sse(
-    deltas: AsyncGenerator[Delta, None],
-    opening: Delta,
+    streams: list[tuple[AsyncGenerator[Delta, None], Delta]],
     prompt_ids: list[int],
-    first: BaseModel | None,
-    chunk: Callable[[Delta], BaseModel],
+    formatter: ChatFormatter | CompletionFormatter,
     usage_chunk: Callable[[Usage], BaseModel],
     include_usage: bool,
     span: Span | None,
     stats: RequestStats,
 ) -> AsyncIterator[str]:
-    def event(payload: BaseModel | dict[str, Any]) -> str:
-        data = payload if isinstance(payload, dict) else payload.model_dump()
-        if data.get("usage", 0) is None:
-            del data["usage"]
-        for choice in data.get("choices", []):
-            if "delta" in choice:
-                choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
-        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-    last = opening
+    lasts = [opening for _, opening in streams]
     failure: BaseException | None = None
     disconnected = False
+    deltas = merged(streams)
     try:
-        if first is not None:
-            yield event(first)
-        if opening.text or opening.finish_reason:
-            yield event(chunk(opening))
-        async for delta in deltas:
-            last = delta
-            if delta.text or delta.finish_reason:
-                yield event(chunk(delta))
+        for index in range(len(streams)):
+            opening = formatter.opening(index)
+            if opening is not None:
+                yield sse_event(opening)
+        async for index, delta in deltas:
+            lasts[index] = delta
+            payload = formatter.chunk(index, delta)
+            if payload is not None:
+                yield sse_event(payload)
         if include_usage:
-            yield event(usage_chunk(usage_of(prompt_ids, last)))
+            yield sse_event(usage_chunk(usage_of(prompt_ids, lasts)))
+    except LoopFailed as error:
+        failure = error
+        yield sse_event(error_body(503, f"{error}; retry later."))
     except GenerationFailed as error:
         failure = error
-        yield event(error_body(500, f"generation failed: {error}"))
+        yield sse_event(error_body(500, f"generation failed: {error}"))
     except (asyncio.CancelledError, GeneratorExit):
         disconnected = True  # the server cancels or closes the stream when the client leaves
         raise

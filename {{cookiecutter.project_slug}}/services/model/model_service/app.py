@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from model_service import __version__
 from model_service.api import router
+from model_service.body_limit import BodyLimit
 from model_service.errors import install_error_handlers
 from model_service.metrics import ServiceMetrics
 from model_service.runtime import Runtime
@@ -37,6 +38,7 @@ def create_app(
     app = FastAPI(title="model-service", version=__version__, lifespan=lifespan)
     app.state.runtime = runtime
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.include_router(router)
     if runtime.tracing:
         instrument(app)

@@ -28,9 +28,12 @@ from transformers.generation.continuous_batching.cb_logits_processors import (
 )
 from transformers.generation.logits_process import LogitsProcessorList
 
+from model_service.grammar import GrammarCompiler
+from model_service.logprobs import TokenLogprob
 from model_service.metrics import ServiceMetrics
 from model_service.sampling import SLOT_KWARG, PerRequestSampler, SamplingParams
 from model_service.text_stream import TextStream
+from model_service.tools import tool_aware_template
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +48,18 @@ class GenerationFailed(Exception):
     """The batching engine reported an error for this request."""
 
 
+class LoopFailed(Exception):
+    """The continuous-batching loop died (or is restarting): every request in it fails
+    with 503 while model_service.supervisor restarts it."""
+
+
 @dataclass
 class Delta:
     text: str
     completion_tokens: int
     finish_reason: str | None = None
+    # One entry per token this delta covers, when the request asked for logprobs.
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass
@@ -137,7 +147,12 @@ class GenerationEngine:
         self.max_model_len = options.max_model_len
         self.sampler = PerRequestSampler()
         self._eos_ids = self._eos_token_ids()
+        vocab = int(model.config.get_text_config().vocab_size)
+        self.grammars = GrammarCompiler(tokenizer, vocab, self._eos_ids[0] if self._eos_ids else 0)
         self._in_flight = 0
+        # Each running request's output queue, so the supervisor can fail them all at once.
+        self._outputs: dict[str, asyncio.Queue[Any]] = {}
+        self._closed = False
         self._manager = self._start_manager()
         metrics.track_gauges(self.running_count, self.waiting_count, self.kv_cache_usage)
 
@@ -210,11 +225,35 @@ class GenerationEngine:
         return manager
 
     def close(self) -> None:
+        self._closed = True
         self._manager.stop(block=True, timeout=10)
 
     def alive(self) -> bool:
         status = self._manager.background_thread_status
         return bool(self._manager.is_running() and status.fatal_error is None)
+
+    def loop_error(self) -> str:
+        error = self._manager.background_thread_status.fatal_error
+        return f"{type(error).__name__}: {error}" if error else "the generation loop stopped"
+
+    def _loop_failing(self) -> bool:
+        # transformers asks for a hard stop before it fails the requests of a dying loop,
+        # and records the fatal error only after: the stop status is the early sign.
+        status = self._manager.background_thread_status
+        return bool(status.fatal_error is not None or status.local_status != status.DONT_STOP)
+
+    def fail_in_flight(self, error: LoopFailed) -> int:
+        """Wake every running request with `error` (raised from its `generate`)."""
+        for outputs in list(self._outputs.values()):
+            outputs.put_nowait(error)
+        return len(self._outputs)
+
+    def restart(self) -> None:
+        """Replace a dead batching manager with a fresh one (blocking: run it in a thread)."""
+        self._manager.stop(block=True, timeout=10)
+        self._manager = self._start_manager()
+        if self._closed:  # shut down while restarting: no loop thread may outlive the app
+            self._manager.stop(block=True, timeout=10)
 
     def running_count(self) -> float:
         scheduler = self._scheduler()
@@ -237,12 +276,28 @@ class GenerationEngine:
 
     # -- prompts -----------------------------------------------------------------------
 
-    def encode_chat(self, messages: list[dict[str, str]], **template_kwargs: Any) -> list[int]:
+    def encode_chat(self, messages: list[dict[str, Any]], **template_kwargs: Any) -> list[int]:
+        template = tool_aware_template(self.tokenizer.chat_template)
         encoded = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, **template_kwargs
+            messages,
+            add_generation_prompt=True,
+            tokenize=True,
+            chat_template=template,
+            **template_kwargs,
         )
         ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
         return [int(i) for i in ids]
+
+    async def compile_grammar(self, grammar: str, param: str) -> Any:
+        """A matcher for `grammar` (off the event loop: a large schema compiles for a
+        while); raises grammar.GrammarError naming `param`."""
+        return await asyncio.to_thread(self.grammars.compile, grammar, param)
+
+    def decode_token(self, token_id: int) -> str:
+        return str(self.tokenizer.decode([token_id]))
+
+    def decode_text(self, token_ids: list[int]) -> str:
+        return str(self.tokenizer.decode(token_ids, skip_special_tokens=True))
 
     def encode_text(self, text: str) -> list[int]:
         return [int(i) for i in self.tokenizer(text)["input_ids"]]
@@ -261,15 +316,19 @@ class GenerationEngine:
         self._in_flight += 1
         request_id = uuid.uuid4().hex
         outputs: asyncio.Queue[Any] = asyncio.Queue()
-        slot = self.sampler.register(params)
+        slot = self.sampler.register(params, prompt_ids)
         stats = stats or RequestStats()
         stats.prompt_tokens = len(prompt_ids)
         started = time.perf_counter()
         manager_done = False
         stream = TextStream(self.tokenizer._tokenizer, params.stop)
+        manager = self._manager  # the supervisor may replace it while this request runs
         try:
-            self._manager.register_result_handler(request_id, outputs.put_nowait)
-            self._manager.add_request(
+            if not self.alive():
+                raise LoopFailed(f"the generation loop is restarting ({self.loop_error()})")
+            self._outputs[request_id] = outputs
+            manager.register_result_handler(request_id, outputs.put_nowait)
+            added = manager.add_request(
                 prompt_ids,
                 request_id=request_id,
                 max_new_tokens=params.max_tokens,
@@ -277,9 +336,15 @@ class GenerationEngine:
                 eos_token_id=-1 if params.ignore_eos else self._eos_ids,
                 **{SLOT_KWARG: slot},
             )
+            if added is None:  # the manager refuses requests once its loop is stopping
+                raise LoopFailed(f"the generation loop stopped ({self.loop_error()})")
             while stats.finish_reason is None:
                 output = await outputs.get()
+                if isinstance(output, LoopFailed):
+                    raise output
                 manager_done = output.is_finished()
+                if output.error is not None and self._loop_failing():
+                    raise LoopFailed(f"the generation loop failed: {output.error}")
                 if output.error is not None:
                     raise GenerationFailed(output.error)
                 if stats.scheduled is None and output.lifespan[0] > 0:
@@ -297,6 +362,7 @@ class GenerationEngine:
                 stats.last_token = now
                 text = []
                 finish: str | None = None
+                first_new = stats.generation_tokens
                 for token in new_tokens:
                     stats.generation_tokens += 1
                     piece = stream.push(token)
@@ -310,10 +376,17 @@ class GenerationEngine:
                     at_limit = stats.generation_tokens >= params.max_tokens
                     finish = "length" if at_limit and not hit_eos else "stop"
                 stats.finish_reason = finish
-                yield Delta("".join(text), stats.generation_tokens, finish)
+                recorded = self.sampler.token_logprobs(slot) if params.logprobs is not None else []
+                yield Delta(
+                    "".join(text),
+                    stats.generation_tokens,
+                    finish,
+                    recorded[first_new : stats.generation_tokens],
+                )
         finally:
             self._in_flight -= 1
-            self._release(request_id, slot, cancel=not manager_done)
+            self._outputs.pop(request_id, None)
+            self._release(manager, request_id, slot, cancel=not manager_done)
             self.metrics.observe_request(
                 prompt_tokens=len(prompt_ids),
                 generation_tokens=stats.generation_tokens,
@@ -323,11 +396,11 @@ class GenerationEngine:
                 max_tokens=params.max_tokens,
             )
 
-    def _release(self, request_id: str, slot: int, cancel: bool) -> None:
+    def _release(self, manager: Any, request_id: str, slot: int, cancel: bool) -> None:
         # A stop string ends the request before the manager does; so does a disconnect.
         if cancel:
-            self._manager.cancel_request(request_id)
-        router = self._manager.output_router
+            manager.cancel_request(request_id)
+        router = manager.output_router
         with router._lock:
             router.result_handlers.pop(request_id, None)
         self.sampler.release(slot)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
+from pathlib import Path
 
 import uvicorn
 
@@ -12,6 +14,7 @@ from model_service.backend import BackendUnavailable, decide
 from model_service.settings import ModelSettings
 from model_service.sources import SourceError, resolve
 from model_service.vllm_server import vllm_argv, vllm_env
+from model_service.vllm_tools import tool_args
 
 log = logging.getLogger("model_service")
 
@@ -25,7 +28,9 @@ def serve(settings: ModelSettings) -> int:
         return 2
     log.info("backend: %s (%s)", decision.backend, decision.reason)
     if decision.backend == "vllm":
-        argv = vllm_argv(settings, model_dir, gpu=decision.gpu, env=os.environ)
+        workdir = Path(tempfile.mkdtemp(prefix="model-service-"))
+        tools = tool_args(settings, model_dir, workdir)
+        argv = vllm_argv(settings, model_dir, gpu=decision.gpu, env=os.environ, tool_args=tools)
         log.info("exec %s", " ".join(argv))
         # Replace this process so signals and exit codes reach vLLM directly.
         os.execve(argv[0], argv, vllm_env(settings))

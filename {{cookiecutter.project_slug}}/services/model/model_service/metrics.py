@@ -83,6 +83,12 @@ class ServiceMetrics:
             "Histogram of the max_tokens request parameter.",
             TOKEN_BUCKETS,
         )
+        # Not a vLLM metric (vLLM's engine restarts as a process); ours restarts in place.
+        self.loop_restarts = counter(
+            "model_service_generation_loop_restarts",
+            "Times the supervisor restarted a failed transformers generation loop.",
+        )
+        self.loop_restarts.labels(**self._labels)
         for reason in FINISH_REASONS:
             self.request_success.labels(**self._labels, finished_reason=reason)
         # Export every series from the start, as vLLM does, so dashboards never miss one.
@@ -125,6 +131,9 @@ class ServiceMetrics:
             self.queue_time.labels(**labels).observe(queue_seconds)
         if max_tokens is not None:
             self.max_tokens_param.labels(**labels).observe(max_tokens)
+
+    def observe_loop_restart(self) -> None:
+        self.loop_restarts.labels(**self._labels).inc()
 
     def observe_first_token(self, seconds: float) -> None:
         self.ttft.labels(**self._labels).observe(seconds)

@@ -10,7 +10,10 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+
+MAX_N = 16  # choices per request; each one is a sequence in the batch
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit for chat (vLLM's default max_logprobs)
 
 
 class StreamOptions(BaseModel):
@@ -33,18 +36,16 @@ class SamplingFields(BaseModel):
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1)
+    n: int = Field(1, ge=1, le=MAX_N)
     ignore_eos: bool = False
     user: str | None = None
-    # Accepted for compatibility; only their neutral values are supported here.
-    logprobs: bool | int | None = None
-    top_logprobs: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    repetition_penalty: float | None = Field(None, gt=0, le=10)
     logit_bias: dict[str, float] | None = None
     best_of: int | None = None
     response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
+    structured_outputs: dict[str, Any] | None = None
 
     def stop_strings(self) -> list[str]:
         if self.stop is None:
@@ -54,25 +55,13 @@ class SamplingFields(BaseModel):
     def unsupported_fields(self) -> list[str]:
         """Fields set to something the transformers backend does not implement."""
         problems = []
-        if self.n > 1:
-            problems.append("n")
         if self.best_of not in (None, 1):
             problems.append("best_of")
-        if self.logprobs not in (None, False, 0):
-            problems.append("logprobs")
-        if self.top_logprobs:
-            problems.append("top_logprobs")
-        if self.presence_penalty:
-            problems.append("presence_penalty")
-        if self.frequency_penalty:
-            problems.append("frequency_penalty")
-        if self.logit_bias:
-            problems.append("logit_bias")
-        if self.tools:
-            problems.append("tools")
-        if self.response_format and self.response_format.get("type") not in (None, "text"):
-            problems.append("response_format")
         return problems
+
+    def logprobs_count(self) -> int | None:
+        """None: no logprobs; k: the chosen token's and the top k alternatives."""
+        raise NotImplementedError
 
     @property
     def include_usage(self) -> bool:
@@ -104,17 +93,31 @@ class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     add_generation_prompt: bool = True
     chat_template_kwargs: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+
+    def logprobs_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    chat_template: str | None = None  # refused with 400 (model_service.admission)
 
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[int] | list[str]
     echo: bool = False
     suffix: str | None = None
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    def logprobs_count(self) -> int | None:
+        return self.logprobs
 
     def unsupported_fields(self) -> list[str]:
         problems = super().unsupported_fields()
-        if self.echo:
-            problems.append("echo")
+        if self.echo and self.logprobs is not None:
+            problems.append("echo (with logprobs)")
         if self.suffix:
             problems.append("suffix")
         several_texts = isinstance(self.prompt, list) and len(self.prompt) > 1
@@ -139,7 +142,7 @@ class Usage(BaseModel):
     total_tokens: int
 
 
-FinishReason = Literal["stop", "length", "abort"]
+FinishReason = Literal["stop", "length", "abort", "tool_calls"]
 
 
 def new_id(prefix: str) -> str:
@@ -153,12 +156,21 @@ def now() -> int:
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_tool_calls(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # As vLLM and OpenAI: a message without calls has no `tool_calls` key at all.
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("tool_calls"):
+            data.pop("tool_calls", None)
+        return data
 
 
 class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
     finish_reason: FinishReason | None
 
 
@@ -174,12 +186,13 @@ class ChatCompletionResponse(BaseModel):
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class ChatChunkChoice(BaseModel):
     index: int = 0
     delta: DeltaMessage
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
     finish_reason: FinishReason | None = None
 
 
@@ -195,7 +208,7 @@ class ChatCompletionChunk(BaseModel):
 class CompletionChoice(BaseModel):
     index: int = 0
     text: str
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
     finish_reason: FinishReason | None
 
 

@@ -19,6 +19,7 @@ from model_service.generation import GenerationEngine
 from model_service.metrics import ServiceMetrics
 from model_service.settings import ModelSettings
 from model_service.sources import resolve
+from model_service.supervisor import LoopSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class Runtime:
     error: str | None = None
     created: int = field(default_factory=lambda: int(time.time()))
     tracing: bool = False  # GenAI spans per request (model_service.tracing)
+    supervisor: LoopSupervisor | None = None
 
     @property
     def model_name(self) -> str:
@@ -69,7 +71,7 @@ class Runtime:
         log.info("loading %s (%s) from %s", self.model_name, settings.task, self.model_path)
         if settings.task == "embed":
             self.engine = EmbeddingEngine.load(
-                self.model_path, settings.dtype, settings.max_model_len
+                self.model_path, settings.dtype, settings.max_model_len, settings.max_queue
             )
         else:
             self.engine = GenerationEngine.load(
@@ -93,7 +95,17 @@ class Runtime:
             self.error = f"{type(error).__name__}: {error}"
             log.exception("loading %s failed", self.model_name)
             on_failure()
+            return
+        self.supervise()
+
+    def supervise(self) -> None:
+        """Restart the generation loop whenever it dies (call on the event loop)."""
+        if isinstance(self.engine, GenerationEngine) and self.supervisor is None:
+            self.supervisor = LoopSupervisor(self.engine)
+            self.supervisor.start()
 
     def close(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
         if isinstance(self.engine, GenerationEngine):
             self.engine.close()

@@ -63,6 +63,25 @@ class ModelSettings(BaseSettings):
         "the cgroup quota) but one, leaving a core to the HTTP server and the host's other "
         "processes. On a dedicated host or pod set it to the CPU count.",
     )
+    # Hostile input (docs/model-service.md, "Hostile input"): transformers backend.
+    max_request_bytes: int = Field(
+        default=16 * 2**20, ge=1024, description="Largest request body accepted (413 above)."
+    )
+    max_prompt_chars: int | None = Field(
+        default=None,
+        ge=1,
+        description="Characters a prompt may have before it is tokenised (400 above); "
+        "default 16 per token of max_model_len.",
+    )
+    request_memory_mib: float | None = Field(
+        default=None,
+        gt=0,
+        description="Per-request budget: KV cache for the prompt plus every output token "
+        "(n x max_tokens), checked before admission; default the whole KV cache.",
+    )
+    max_embedding_inputs: int = Field(
+        default=2048, ge=1, description="Inputs one embeddings request may carry (OpenAI's limit)."
+    )
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
     models_dir: Path = Field(
@@ -79,6 +98,11 @@ class ModelSettings(BaseSettings):
     quantization: str | None = Field(
         default=None,
         description="vLLM: awq, gptq, fp8, ...; transformers: int8 (dynamic, CPU).",
+    )
+    tool_call_parser: str = Field(
+        default="auto",
+        description="vLLM: the tool-call parser for tool_choice=auto (hermes, mistral, "
+        "llama3_json, ...); auto picks one for the model family, none turns tools off.",
     )
     vllm_extra_args: str = Field(
         default="", description="Extra vLLM server arguments (shell syntax)."

@@ -28,7 +28,11 @@ def otlp_traces_endpoint(env: Mapping[str, str]) -> str | None:
 
 
 def vllm_argv(
-    settings: ModelSettings, model_dir: Path, gpu: bool, env: Mapping[str, str]
+    settings: ModelSettings,
+    model_dir: Path,
+    gpu: bool,
+    env: Mapping[str, str],
+    tool_args: list[str] | None = None,
 ) -> list[str]:
     argv = [
         settings.vllm_python,
@@ -62,7 +66,7 @@ def vllm_argv(
     endpoint = otlp_traces_endpoint(env)
     if endpoint:
         argv += ["--otlp-traces-endpoint", endpoint]
-    return argv + settings.vllm_extra_argv
+    return argv + (tool_args or []) + settings.vllm_extra_argv
 
 
 def vllm_env(settings: ModelSettings, env: Mapping[str, str] | None = None) -> dict[str, str]:

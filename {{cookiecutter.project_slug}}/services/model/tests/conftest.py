@@ -62,7 +62,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=256,
+        max_position_embeddings=2048,  # room for tool prompts (tests cap max_model_len)
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -109,6 +109,18 @@ class TinyService:
 @pytest.fixture(scope="session")
 async def tiny_service(tiny_settings: Callable[..., ModelSettings]) -> AsyncIterator[TinyService]:
     service = TinyService(tiny_settings())
+    yield service
+    await service.close()
+
+
+@pytest.fixture(scope="session")
+async def tiny_long_service(
+    tiny_settings: Callable[..., ModelSettings],
+) -> AsyncIterator[TinyService]:
+    """Room for tool prompts (the tiny tokenizer spends a token on every few bytes)."""
+    service = TinyService(
+        tiny_settings(max_model_len=2048, max_num_seqs=8, max_queue=32, kv_cache_gib=0.05)
+    )
     yield service
     await service.close()
 

@@ -9,6 +9,12 @@ from typing import Any
 import pytest
 
 ERROR_KEYS = {"message", "type", "param", "code"}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object"}},
+}
+NAMED_G = {"type": "function", "function": {"name": "g"}}
+BAD_SCHEMA = {"type": "json_schema", "json_schema": {"schema": 3}}
 
 
 def chat(content: str = "Hello", **fields: Any) -> dict[str, Any]:
@@ -111,8 +117,25 @@ async def test_stop_string_ends_the_completion(tiny_service) -> None:
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        (chat(n=2), "n"),
-        (chat(logprobs=True), "logprobs"),
+        (chat(n=100), "n"),
+        (chat(logprobs=True, top_logprobs=50), "top_logprobs"),
+        (chat(logit_bias={"x": 1}), "logit_bias"),
+        (chat(tool_choice="required"), "tool_choice"),
+        (chat(response_format={"type": "json_schema"}), "response_format"),
+        (chat(structured_outputs={"regex": "a", "choice": ["b"]}), "structured_outputs"),
+        (chat(structured_outputs={"grammar": "root ::= x"}), "structured_outputs"),
+        (chat(structured_outputs={"regex": "(unclosed"}), "structured_outputs"),
+        (chat(structured_outputs={"choice": []}), "structured_outputs"),
+        (chat(response_format=BAD_SCHEMA), "response_format"),
+        (chat(response_format={"type": "yaml"}), "response_format"),
+        (chat(tools=[{"type": "function", "function": {}}]), "tools"),
+        (chat(tools=[{"type": "function", "function": {"name": "f", "parameters": 1}}]), "tools"),
+        (chat(tools=[WEATHER_TOOL], tool_choice=NAMED_G), "tool_choice"),
+        (chat(tools=[WEATHER_TOOL], tool_choice="sometimes"), "tool_choice"),
+        (chat(top_logprobs=2), "top_logprobs"),
+        (chat(presence_penalty=3), "presence_penalty"),
+        (chat(logit_bias={"5": 1000}), "logit_bias"),
+        ({"model": "tiny", "prompt": "x", "echo": True, "logprobs": 1}, "echo (with logprobs)"),
         (chat(temperature=-1), "temperature"),
         (chat(max_tokens=0), "max_tokens"),
         ({"model": "tiny"}, "messages"),
@@ -122,8 +145,11 @@ async def test_stop_string_ends_the_completion(tiny_service) -> None:
     ],
 )
 async def test_bad_requests_get_400_in_openai_shape(tiny_service, body, param) -> None:
-    response = await tiny_service.client.post("/v1/chat/completions", json=body)
+    path = "/v1/completions" if "prompt" in body else "/v1/chat/completions"
+    response = await tiny_service.client.post(path, json=body)
     assert_error(response, 400, param)
+    fine = await tiny_service.client.post("/v1/chat/completions", json=chat(max_tokens=2))
+    assert fine.status_code == 200  # the service still answers
 
 
 async def test_invalid_json_and_unknown_model_and_route(tiny_service) -> None:

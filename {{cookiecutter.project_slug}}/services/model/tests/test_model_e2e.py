@@ -153,3 +153,25 @@ async def test_openai_sdk_talks_to_both_instances(llm_server, embedder_server) -
     embedder = AsyncOpenAI(base_url=embedder_server.base_url + "/v1", api_key="unused")
     result = await embedder.embeddings.create(model=embedder_server.model, input="hello")
     assert len(result.data[0].embedding) == 384  # base64 on the wire, decoded by the SDK
+
+
+async def test_embedding_dimensions_and_base64_as_openai_defines_them(embedder_server) -> None:
+    import base64
+    import struct
+
+    url, model = embedder_server.base_url + "/v1/embeddings", embedder_server.model
+    async with httpx.AsyncClient(timeout=60) as client:
+        full = (await client.post(url, json={"model": model, "input": "hello"})).json()
+        short = await client.post(
+            url,
+            json={"model": model, "input": "hello", "dimensions": 8, "encoding_format": "base64"},
+        )
+        too_many = await client.post(url, json={"model": model, "input": "hi", "dimensions": 999})
+    assert short.status_code == 200, short.text
+    raw = base64.b64decode(short.json()["data"][0]["embedding"])
+    vector = struct.unpack(f"<{len(raw) // 4}f", raw)
+    head = full["data"][0]["embedding"][:8]
+    norm = sum(x * x for x in head) ** 0.5
+    assert len(vector) == 8
+    assert vector == pytest.approx([x / norm for x in head], abs=1e-5)  # cut, then unit length
+    assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "dimensions"

@@ -54,9 +54,14 @@ class Caller:
         return {"traceparent": self.traceparent, "authorization": SECRET_HEADER}
 
     def spans(self, receiver: OtlpReceiver, name: str, timeout: float = 60.0) -> list[Span]:
-        """This trace's spans, once one named `name` has arrived."""
-        receiver.wait_for(lambda s: s.trace_id == self.trace_id and s.name == name, timeout)
-        return receiver.wait_for(lambda s: s.trace_id == self.trace_id, 0)
+        """This trace's spans, once the one named `name` and the service's server span
+        have both arrived. The server span ends after the GenAI span (when the response
+        has been sent), so under load the batch exporter can send it in a later batch:
+        waiting for `name` alone let a test read the trace before it was complete."""
+        mine = self.trace_id
+        receiver.wait_for(lambda s: s.trace_id == mine and s.name == name, timeout)
+        receiver.wait_for(lambda s: s.trace_id == mine and s.kind == Span.SPAN_KIND_SERVER, timeout)
+        return receiver.wait_for(lambda s: s.trace_id == mine, 0)
 
 
 @pytest.fixture(scope="module")

@@ -244,3 +244,32 @@ def test_gpu_image_adds_packages_at_the_project_pins() -> None:
         (name, version, pins.get(name)) for name, version in installed if pins.get(name) != version
     ]
     assert mismatched == []
+
+
+def test_vllm_tool_args_give_template_less_models_the_hermes_fallback(tmp_path: Path) -> None:
+    from model_service.vllm_tools import tool_args
+
+    model, work = tmp_path / "model", tmp_path / "work"
+    model.mkdir()
+    work.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    plain = (Path(__file__).parent / "chat_template.jinja").read_text()  # ChatML, no tools
+    (model / "chat_template.jinja").write_text(plain)
+    args = tool_args(settings(), model, work)
+    assert args[-5:] == [
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        "hermes",
+        "--tool-strict-level",
+        "parameter",
+    ]
+    written = Path(args[args.index("--chat-template") + 1]).read_text()
+    assert "<tool_call>" in written and plain in written
+    (model / "chat_template.jinja").write_text("{{ tools }}{{ messages }}")
+    (model / "config.json").write_text(json.dumps({"model_type": "mistral"}))
+    own = tool_args(settings(), model, work)
+    assert "--chat-template" not in own and own[own.index("--tool-call-parser") + 1] == "mistral"
+    assert tool_args(settings(tool_call_parser="none"), model, work) == []
+    assert tool_args(settings(task="embed"), model, work) == []
+    chosen = tool_args(settings(tool_call_parser="llama3_json"), model, work)
+    assert chosen[chosen.index("--tool-call-parser") + 1] == "llama3_json"
