@@ -33,7 +33,15 @@ BAKES = unique_bakes()
 IDS = [bake_id(b) for b in BAKES]
 
 # Written by tools and runs, never part of a bake.
-IGNORED_PARTS = {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".venv", ".dev"}
+IGNORED_PARTS = {
+    "__pycache__",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    ".venv",
+    ".dev",
+}
 IGNORED_TOP = {"models", "reports", "adapters", "build"}
 # Written by the post-gen hook, not copied from the template.
 HOOK_WRITTEN = {".env"}

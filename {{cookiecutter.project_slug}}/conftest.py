@@ -8,3 +8,12 @@ pytest_plugins = [
     "tests.support.gateway",
     "tests.support.tiny_chat_model",
 ]
+
+try:
+    from hypothesis import settings
+except ImportError:  # hypothesis comes with the test dependencies; a bare install lacks it
+    pass
+else:
+    # Property tests and schema fuzzing keep no example database in the project tree.
+    settings.register_profile("blueprint", database=None)
+    settings.load_profile("blueprint")

@@ -119,6 +119,14 @@ def registries() -> list[CollectorRegistry]:
     return [gateway, ServiceMetrics("any-model").registry, online]
 
 
+def online_job_series() -> set[str]:
+    from evals.loop import prometheus_series
+
+    online = CollectorRegistry()
+    prometheus_series(online)
+    return sample_names(online.collect())
+
+
 def registered_names() -> set[str]:
     return set().union(*(sample_names(registry.collect()) for registry in registries()))
 
@@ -255,6 +263,9 @@ def test_every_queried_metric_is_served_by_the_running_services(
     for server in (gateway_server, llm_server, embedder_server):
         text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
         served |= sample_names(text_string_to_metric_families(text))
+    # The online evals job is no server: it pushes its series through the collector, and
+    # evals/tests/test_evals_loop.py checks that they arrive there.
+    served |= online_job_series()
     for dashboard in DASHBOARDS:
         missing = {m: t for m, t in queried_metrics(dashboard).items() if m not in served}
         assert missing == {}, dashboard.name
