@@ -42,11 +42,42 @@ class GrammarError(ValueError):
         self.param = param
 
 
+# A repetition bound past any context a served model has: every item or character costs at
+# least one token, so such a bound can never be met, and llguidance would spend minutes
+# (seen: a hung request) unrolling `minItems: 1000000000` into a grammar.
+MAX_SCHEMA_BOUND = 1 << 16
+SIZE_KEYWORDS = (
+    "minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties",
+    "minContains", "maxContains",
+)  # fmt: skip
+
+
+def check_schema_bounds(schema: Any, param: str, depth: int = 0) -> None:
+    """400 for a size bound no generation could meet, anywhere in `schema`."""
+    if depth > 64:
+        raise GrammarError("the JSON schema nests deeper than 64 levels", param)
+    if isinstance(schema, list):
+        for item in schema:
+            check_schema_bounds(item, param, depth + 1)
+        return
+    if not isinstance(schema, dict):
+        return
+    for keyword in SIZE_KEYWORDS:
+        bound = schema.get(keyword)
+        if isinstance(bound, int | float) and bound > MAX_SCHEMA_BOUND:
+            raise GrammarError(
+                f"JSON schema `{keyword}: {bound}` exceeds {MAX_SCHEMA_BOUND}", param
+            )
+    for value in schema.values():
+        check_schema_bounds(value, param, depth + 1)
+
+
 def json_schema_grammar(schema: Any, param: str) -> str:
     if isinstance(schema, bool):
         schema = {} if schema else {"not": {}}
     if not isinstance(schema, dict):
         raise GrammarError("the JSON schema must be an object", param)
+    check_schema_bounds(schema, param)
     try:
         return str(llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_LAYOUT))
     except ValueError as error:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from model_service.grammar import JSON_LAYOUT
+from model_service.grammar import JSON_LAYOUT, GrammarError, check_schema_bounds
 
 CALL_OPEN = "<tool_call>\n"
 CALL_CLOSE = "}\n</tool_call>"
@@ -132,6 +132,10 @@ def function_of(tool: Any) -> dict[str, Any]:
     parameters = function.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         raise ToolError(f"tool {name!r}: `parameters` must be a JSON schema object", "tools")
+    try:
+        check_schema_bounds(parameters, "tools")
+    except GrammarError as error:
+        raise ToolError(f"tool {name!r}: {error}", "tools") from error
     return function
 
 

@@ -273,3 +273,15 @@ def test_vllm_tool_args_give_template_less_models_the_hermes_fallback(tmp_path: 
     assert tool_args(settings(task="embed"), model, work) == []
     chosen = tool_args(settings(tool_call_parser="llama3_json"), model, work)
     assert chosen[chosen.index("--tool-call-parser") + 1] == "llama3_json"
+
+
+def test_schema_bounds_no_generation_could_meet_are_refused() -> None:
+    import pytest
+
+    from model_service import grammar
+
+    hostile = {"type": "object", "properties": {"x": {"type": "array", "minItems": 10**9}}}
+    with pytest.raises(grammar.GrammarError, match="minItems"):
+        grammar.json_schema_grammar(hostile, "response_format")
+    fine = {"type": "object", "properties": {"x": {"type": "array", "maxItems": 3}}}
+    assert grammar.json_schema_grammar(fine, "response_format")  # compiles to a grammar
