@@ -9,8 +9,9 @@ gateway's CLI); the shell environment overrides it, as in compose. A value missi
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,9 +69,25 @@ def load_settings(root: Path, env_file: Path | None = None) -> DevSettings:
     path = env_file or root / ".env"
     # `_env_file` is pydantic-settings' documented per-instance override.
     settings = DevSettings(_env_file=path if path.is_file() else None)  # type: ignore[call-arg]
+    if "serving_backend" not in settings.model_fields_set:
+        settings.serving_backend = project_backend(root)
     if not settings.models_dir.is_absolute():
         settings.models_dir = (root / settings.models_dir).resolve()
     return settings
+
+
+Backend = Literal["auto", "vllm", "transformers"]
+
+
+def project_backend(root: Path) -> Backend:
+    """The `serving_backend` answer the project was generated with (its pyproject.toml),
+    so a `.env` without SERVING_BACKEND still runs the backend `.env.example` documents."""
+    try:
+        table = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["genai-blueprint"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "auto"
+    answer = table.get("serving-backend", "auto")
+    return cast(Backend, answer) if answer in ("auto", "vllm", "transformers") else "auto"
 
 
 PORT_VARIABLES: dict[str, str] = {
