@@ -2,8 +2,10 @@
 
 `.env` is the one file every command reads (compose, `make dev`, `make eval`, the
 gateway's CLI); the shell environment overrides it, as in compose. A value missing from
-`.env` takes the field default below, which equals `.env.example`'s documented value
-(a test keeps the two, and compose's defaults, in step). The secrets have no default:
+`.env` takes the field default below or, where `.env.example` renders an answer (the
+serving backend, the semantic cache, OTLP export), the answer recorded in pyproject.toml:
+either way `.env.example`'s documented value (a test keeps them, and compose's defaults,
+in step). The secrets have no default:
 `make env` (and the post-gen hook) write `.env` with random ones.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,29 +67,41 @@ class DevSettings(BaseSettings):
 
 
 def load_settings(root: Path, env_file: Path | None = None) -> DevSettings:
-    """Settings for the project at `root`: defaults < .env (or env_file) < shell."""
+    """Settings for the project at `root`: defaults < the project's answers < .env (or
+    env_file) < shell."""
     path = env_file or root / ".env"
     # `_env_file` is pydantic-settings' documented per-instance override.
     settings = DevSettings(_env_file=path if path.is_file() else None)  # type: ignore[call-arg]
-    if "serving_backend" not in settings.model_fields_set:
-        settings.serving_backend = project_backend(root)
+    for name, value in answer_defaults(project_answers(root)).items():
+        if name not in settings.model_fields_set:
+            setattr(settings, name, value)
     if not settings.models_dir.is_absolute():
         settings.models_dir = (root / settings.models_dir).resolve()
     return settings
 
 
-Backend = Literal["auto", "vllm", "transformers"]
-
-
-def project_backend(root: Path) -> Backend:
-    """The `serving_backend` answer the project was generated with (its pyproject.toml),
-    so a `.env` without SERVING_BACKEND still runs the backend `.env.example` documents."""
+def project_answers(root: Path) -> dict[str, str]:
+    """The template answers the project was generated with (pyproject.toml's
+    `[tool.genai-blueprint]`); empty when the table is missing or unreadable."""
     try:
         table = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["genai-blueprint"]
     except (OSError, KeyError, tomllib.TOMLDecodeError):
-        return "auto"
-    answer = table.get("serving-backend", "auto")
-    return cast(Backend, answer) if answer in ("auto", "vllm", "transformers") else "auto"
+        return {}
+    return {key: str(value) for key, value in table.items()}
+
+
+def answer_defaults(answers: dict[str, str]) -> dict[str, str]:
+    """The settings whose documented value in `.env.example` depends on an answer, so a
+    `.env` that leaves them out still runs what `.env.example` documents."""
+    defaults: dict[str, str] = {}
+    backend = answers.get("serving-backend")
+    if backend in ("auto", "vllm", "transformers"):
+        defaults["serving_backend"] = backend
+    if answers.get("enable-semantic-cache") == "yes":
+        defaults["gateway_semantic_cache_enabled"] = "true"
+    if answers.get("observability") == "otlp-external":
+        defaults["otel_sdk_disabled"] = "false"
+    return defaults
 
 
 PORT_VARIABLES: dict[str, str] = {

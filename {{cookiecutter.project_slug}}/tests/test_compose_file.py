@@ -126,13 +126,13 @@ def test_required_secret_stops_compose_without_env() -> None:
 
 
 def test_env_example_alone_cannot_start_a_stack(
-    raw: dict[str, Any], env_example: dict[str, str]
+    raw: dict[str, Any], env_example: dict[str, str], user_env: dict[str, str]
 ) -> None:
     """The documented file holds no usable secret: copying it by hand gets a clear stop
     naming the variable, never a stack on a key everyone can read."""
     assert env_example["GATEWAY_MASTER_KEY"] == "" and env_example["REDIS_PASSWORD"] == ""
     for service, variable in (("gateway", "GATEWAY_MASTER_KEY"), ("redis", "REDIS_PASSWORD")):
-        others = {**written_env(), variable: ""}
+        others = {**user_env, variable: ""}
         with pytest.raises(MissingVariableError, match=variable):
             interpolate(raw["services"][service], others)
 
