@@ -4,8 +4,11 @@ Each system runs as a real server, one after another, on the same prompts; outpu
 tokens come from the servers' `usage`; each system is warmed up first. Results go to
 bench/results/model_service.{json,md,png}.
 
-    python bench/bench_model.py                       # full run (tens of minutes on 2 CPUs)
-    python bench/bench_model.py --concurrency 1 16 --systems transformers vllm --no-bf16
+    python bench/bench_model.py                       # full run (about 40 minutes on 2 CPUs)
+    python bench/bench_model.py --concurrency 1 16 --systems transformers vllm --configs float32
+
+Each system also answers the quality set (bench/quality_set.py: 46 questions, greedy,
+exact match), so every configuration's speed is read next to what it costs in quality.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import datetime as dt
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,8 @@ for extra in (ROOT, ROOT / "services" / "model", ROOT / "bench"):
 
 from model_load import JSON_SCHEMA_FIELDS, run_level  # noqa: E402
 from model_report import write  # noqa: E402
-from model_systems import LLM_ID, System, build_systems, model_dir, start  # noqa: E402
+from model_systems import CONFIGS, LLM_ID, System, build_systems, model_dir, start  # noqa: E402
+from quality_set import MAX_TOKENS, QUESTIONS, messages, score  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 
@@ -46,7 +51,14 @@ def parse_args() -> argparse.Namespace:
         default=0,
         help="requests at each concurrency (default: the concurrency, at least 8)",
     )
-    parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 extra rows")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        choices=sorted(CONFIGS),
+        default=["float32", "bfloat16", "int8", "int4"],
+        help="our backend's configurations (vLLM-CPU always runs float32)",
+    )
+    parser.add_argument("--no-quality", action="store_true", help="skip the quality set")
     parser.add_argument(
         "--structured-concurrency",
         nargs="*",
@@ -88,8 +100,10 @@ async def bench_system(
 ) -> dict[str, Any]:
     run: dict[str, Any] = {"system": system.name, "dtype": system.dtype, "levels": []}
     task = progress.add_task(system.label, total=len(args.concurrency) + 2)
+    started = time.perf_counter()
     try:
         process, base_url = start(system, log_dir)
+        run["load_s"] = round(time.perf_counter() - started, 1)
     except (TimeoutError, RuntimeError) as error:
         run["error"] = str(error).splitlines()[0]
         console.print(f"[red]{system.label} did not start:[/red] {error}")
@@ -121,6 +135,9 @@ async def bench_system(
             run["structured"] = await structured_levels(
                 system, args, base_url, process.pid, count_tokens
             )
+        if not args.no_quality:
+            run["quality"] = await quality(base_url, system.model)
+            console.log(f"{system.label} quality: {run['quality']['correct']}/{len(QUESTIONS)}")
     finally:
         process.stop()
     return run
@@ -154,6 +171,34 @@ async def structured_levels(
     return levels
 
 
+def recommended_config() -> str:
+    """The configuration `MODEL_DTYPE=auto` + `MODEL_QUANTIZATION=auto` picks on this CPU."""
+    from model_service import precision
+
+    chosen = precision.choose("auto", "auto", cuda=False, flags=precision.cpu_flags())
+    dtype = str(chosen.dtype).removeprefix("torch.")
+    return chosen.quantization or dtype
+
+
+async def quality(base_url: str, model: str, concurrency: int = 8) -> dict[str, Any]:
+    """The quality set asked greedy over HTTP, scored by exact match (with its stderr)."""
+    import httpx
+
+    gate = asyncio.Semaphore(concurrency)
+
+    async def ask(client: httpx.AsyncClient, question: str) -> str:
+        body = {"model": model, "messages": messages(question), "max_tokens": MAX_TOKENS}
+        async with gate:
+            response = await client.post("/v1/chat/completions", json={**body, "temperature": 0})
+        if response.status_code != 200:
+            return ""  # a failed request scores as a wrong answer
+        return str(response.json()["choices"][0]["message"]["content"] or "")
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=300) as client:
+        answers = await asyncio.gather(*(ask(client, q) for _, q, _ in QUESTIONS))
+    return score(answers)
+
+
 async def main() -> int:
     args = parse_args()
     if not (model_dir(args.models_dir) / "config.json").exists():
@@ -164,13 +209,14 @@ async def main() -> int:
     names = list(args.systems)
     if "vllm" in names and not args.vllm_python:
         console.print("[yellow]No vLLM interpreter (MODEL_VLLM_PYTHON): skipping vLLM-CPU.")
-    systems = build_systems(names, args.models_dir, args.vllm_python, not args.no_bf16)
+    systems = build_systems(names, args.models_dir, args.vllm_python, args.configs)
     report: dict[str, Any] = {
         "meta": {
             "model": LLM_ID,
             "max_tokens": args.max_tokens,
             "concurrency": args.concurrency,
             "cpus": os.cpu_count(),
+            "recommended": recommended_config(),
             "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
         "runs": [],

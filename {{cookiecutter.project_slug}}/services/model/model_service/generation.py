@@ -28,6 +28,7 @@ from transformers.generation.continuous_batching.cb_logits_processors import (
 )
 from transformers.generation.logits_process import LogitsProcessorList
 
+from model_service import precision
 from model_service.grammar import GrammarCompiler
 from model_service.logprobs import TokenLogprob
 from model_service.metrics import ServiceMetrics
@@ -175,13 +176,14 @@ class GenerationEngine:
             # loop; OpenMP threads that lose their core stall every step at barriers.
             torch.set_num_threads(compute_threads(num_threads))
         tokenizer = AutoTokenizer.from_pretrained(path)
+        chosen = precision.choose(
+            dtype, quantization, torch.cuda.is_available(), precision.cpu_flags()
+        )
+        precision.log_choice(chosen)
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=resolve_dtype(dtype), attn_implementation="sdpa"
+            path, dtype=chosen.dtype, attn_implementation="sdpa"
         ).eval()
-        if quantization == "int8":
-            model = torch.ao.quantization.quantize_dynamic(
-                model, {torch.nn.Linear}, dtype=torch.qint8
-            )
+        model = precision.quantize(model, chosen.quantization)
         limit = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
         model_len = min(max_model_len or limit, limit)
         # A fixed memory budget, as vLLM's VLLM_CPU_KVCACHE_SPACE: when it is full the

@@ -37,7 +37,8 @@ class ModelSettings(BaseSettings):
     backend: Backend = "auto"
     dtype: DType = Field(
         default="auto",
-        description="auto = float16 on GPU, float32 on CPU (bfloat16 is faster on CPU).",
+        description="auto = float16 on GPU; on CPU bfloat16 where the CPU has native "
+        "bfloat16 (AMX, AVX-512 BF16), else float32 (model_service/precision.py).",
     )
     max_model_len: int | None = Field(
         default=None,
@@ -97,7 +98,9 @@ class ModelSettings(BaseSettings):
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     quantization: str | None = Field(
         default=None,
-        description="vLLM: awq, gptq, fp8, ...; transformers: int8 (dynamic, CPU).",
+        description="vLLM: awq, gptq, fp8, ...; transformers: int8 (weight-only), "
+        "int8-dynamic (int8 activations too, CPU), int4 (weight-only), all torchao; "
+        "auto or none: no quantisation (model_service/precision.py says why).",
     )
     tool_call_parser: str = Field(
         default="auto",

@@ -59,7 +59,7 @@ def vllm_argv(
         argv += ["--gpu-memory-utilization", str(settings.gpu_memory_utilization)]
     if settings.max_model_len:
         argv += ["--max-model-len", str(settings.max_model_len)]
-    if settings.quantization:
+    if settings.quantization and settings.quantization not in ("auto", "none"):
         argv += ["--quantization", settings.quantization]
     if settings.task == "embed":
         argv += ["--runner", "pooling", "--convert", "embed"]

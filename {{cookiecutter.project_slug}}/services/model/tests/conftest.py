@@ -125,6 +125,33 @@ async def tiny_long_service(
     await service.close()
 
 
+@pytest.fixture(scope="session")
+async def tiny_precision_services(
+    tiny_settings: Callable[..., ModelSettings],
+) -> AsyncIterator[Callable[[str], TinyService]]:
+    """The tiny model served in a numeric format, `<dtype>[+<quantization>]`, started on
+    first use, with room for tool prompts (as `tiny_long_service`)."""
+    services: dict[str, TinyService] = {}
+
+    def get(precision: str) -> TinyService:
+        if precision not in services:
+            dtype, _, quantization = precision.partition("+")
+            settings = tiny_settings(
+                max_model_len=2048,
+                max_num_seqs=8,
+                max_queue=32,
+                kv_cache_gib=0.05,
+                dtype=dtype,
+                quantization=quantization or None,
+            )
+            services[precision] = TinyService(settings)
+        return services[precision]
+
+    yield get
+    for service in services.values():
+        await service.close()
+
+
 @pytest.fixture
 async def tiny_service_factory(
     tiny_settings: Callable[..., ModelSettings],

@@ -18,6 +18,9 @@ import jsonschema
 import openai
 import pytest
 
+#: the transformers backend's numeric formats besides float32 (MODEL_DTYPE[+MODEL_QUANTIZATION])
+PRECISIONS = ["bfloat16", "float32+int8", "float32+int8-dynamic", "float32+int4"]
+
 WEATHER = {
     "type": "function",
     "function": {
@@ -75,6 +78,7 @@ class Backend:
 @pytest.fixture(
     params=[
         "tiny",
+        *(f"tiny:{precision}" for precision in PRECISIONS),
         pytest.param("smollm2", marks=pytest.mark.e2e),
         pytest.param("vllm", marks=[pytest.mark.e2e, pytest.mark.vllm]),
     ]
@@ -82,8 +86,13 @@ class Backend:
 def backend(request: pytest.FixtureRequest) -> Backend:
     # A plain fixture: it picks one of the session's servers (the async tiny service
     # cannot be looked up from inside an async fixture).
-    if request.param == "tiny":
-        service = request.getfixturevalue("tiny_long_service")
+    if request.param.startswith("tiny"):
+        # "tiny:<dtype>[+<quantization>]": every numeric format keeps the whole contract.
+        _, _, precision = request.param.partition(":")
+        if precision:
+            service = request.getfixturevalue("tiny_precision_services")(precision)
+        else:
+            service = request.getfixturevalue("tiny_long_service")
         http = httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app))
         client = openai.AsyncOpenAI(base_url="http://tiny/v1", api_key="x", http_client=http)
         return Backend(client, "tiny")
