@@ -80,6 +80,19 @@ class GatewayMetrics:
             ["upstream", "reason"],
             registry=r,
         )
+        self.models_refresh_failures = Counter(
+            "gateway_models_refresh_failures_total",
+            "Failed reads of an upstream's /v1/models by upstream and reason "
+            "(connection|timeout|status|too_large|invalid); its last good listing is kept.",
+            ["upstream", "reason"],
+            registry=r,
+        )
+        self.listed_models = Gauge(
+            "gateway_upstream_listed_models",
+            "Models in an upstream's last good /v1/models listing.",
+            ["upstream"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "gateway_in_flight_requests", "Requests being handled now.", registry=r
         )

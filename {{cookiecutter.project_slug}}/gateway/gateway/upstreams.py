@@ -25,7 +25,9 @@ from gateway.breaker import CircuitBreaker
 from gateway.errors import GatewayError, error_body
 from gateway.keys import KeyRecord
 from gateway.metrics import GatewayMetrics
+from gateway.model_listing import Listing
 from gateway.request_fields import cache_salt
+from gateway.routing import RoutingTable
 from gateway.settings import Settings, UpstreamConfig
 
 log = logging.getLogger("gateway.upstreams")
@@ -151,25 +153,31 @@ class UpstreamPool:
         self.settings = settings
         self.metrics = metrics
         self.upstreams = [Upstream(config, settings, transport) for config in settings.upstreams]
-        self.by_model: dict[str, list[Upstream]] = {}
-        for upstream in self.upstreams:
-            for model in upstream.config.models:
-                self.by_model.setdefault(model, []).append(upstream)
+        self.routes: RoutingTable[Upstream] = RoutingTable.build(self.upstreams)
         self.aliases = dict(settings.model_aliases)
         self.fallbacks = {k: list(v) for k, v in settings.fallbacks.items()}
+
+    def use_listings(self, listings: Mapping[str, Listing]) -> None:
+        """Route by the static models plus these listings (upstream name -> listing)."""
+        self.routes = RoutingTable.build(self.upstreams, listings)
 
     def resolve(self, model: str) -> str | None:
         """The served model name for a requested name or alias, None when unknown."""
         target = self.aliases.get(model, model)
-        if target in self.by_model or target in self.fallbacks:
+        if target in self.routes.by_model or target in self.fallbacks:
             return target
         return None
 
     def model_names(self) -> list[str]:
-        return [*self.by_model, *(a for a in self.aliases if a not in self.by_model)]
+        served = self.routes.by_model
+        return [*served, *(a for a in self.aliases if a not in served)]
+
+    def parent_of(self, model: str) -> str | None:
+        """The base model of a listed adapter, None for anything else."""
+        return self.routes.parents.get(model)
 
     def _pick(self, model: str, tried: set[str]) -> Upstream | None:
-        candidates = [u for u in self.by_model.get(model, ()) if u.breaker.state != "open"]
+        candidates = [u for u in self.routes.by_model.get(model, ()) if u.breaker.state != "open"]
         fresh = [u for u in candidates if u.name not in tried] or candidates
         if not fresh:
             return None
@@ -197,7 +205,8 @@ class UpstreamPool:
         errors: list[str] = []
         salt = cache_salt(key.id) if key is not None else None
         for target in [model, *self.fallbacks.get(model, [])]:
-            if target not in self.by_model or (key is not None and not key.allows_model(target)):
+            served = target in self.routes.by_model
+            if not served or (key is not None and not key.allows_model(target)):
                 continue
             bodies = Bodies({**payload, "model": target}, salt)
             call = await self._open_model(path, bodies, target, extra_headers, errors)
