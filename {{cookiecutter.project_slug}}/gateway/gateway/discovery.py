@@ -6,7 +6,7 @@ pool then routes each model to the upstreams whose static `models` or last good 
 name it (routing.py). So a LoRA adapter loaded at run time on one model server is routed
 there within one refresh, and stops being routed there within one refresh of being
 unloaded. A failed read keeps that upstream's last good listing, counts in
-`gateway_models_refresh_failures_total` and logs a warning when the upstream starts
+`gateway_model_listings_total` (by result) and logs a warning when the upstream starts
 failing (not on every retry).
 """
 
@@ -78,10 +78,11 @@ class ModelDiscovery:
             taken = {"upstream": upstream.name, "taken": len(listing.models)}
             log.warning("upstream lists too many models; routing the first ones", extra=taken)
         self.metrics.listed_models.labels(upstream.name).set(len(listing.models))
+        self.metrics.model_listings.labels(upstream.name, "ok").inc()
         return listing
 
     def _failed(self, upstream: Upstream, error: ListingError) -> None:
-        self.metrics.models_refresh_failures.labels(upstream.name, error.reason).inc()
+        self.metrics.model_listings.labels(upstream.name, error.reason).inc()
         # Only the upstream's name and our own description: never its URL or its answer.
         extra = {"upstream": upstream.name, "reason": error.reason, "detail": str(error)}
         if upstream.name not in self._failing:

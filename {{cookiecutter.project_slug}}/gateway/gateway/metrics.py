@@ -80,11 +80,11 @@ class GatewayMetrics:
             ["upstream", "reason"],
             registry=r,
         )
-        self.models_refresh_failures = Counter(
-            "gateway_models_refresh_failures_total",
-            "Failed reads of an upstream's /v1/models by upstream and reason "
-            "(connection|timeout|status|too_large|invalid); its last good listing is kept.",
-            ["upstream", "reason"],
+        self.model_listings = Counter(
+            "gateway_model_listings_total",
+            "Reads of an upstream's /v1/models by upstream and result: ok, or why it failed "
+            "(connection|timeout|status|too_large|invalid; the last good listing is kept).",
+            ["upstream", "result"],
             registry=r,
         )
         self.listed_models = Gauge(
