@@ -299,6 +299,8 @@ class Settings(BaseSettings):
         return self
 
     def _check_upstreams(self) -> None:
+        if 0 < self.models_refresh_seconds < 0.1:
+            raise ValueError("GATEWAY_MODELS_REFRESH_SECONDS: 0 (off) or at least 0.1")
         names = [u.name for u in self.upstreams]
         if len(names) != len(set(names)):
             raise ValueError("GATEWAY_UPSTREAMS: upstream names must be unique")

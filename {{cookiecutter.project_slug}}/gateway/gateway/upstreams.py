@@ -2,7 +2,9 @@
 
 Each upstream has one shared httpx connection pool, an in-flight counter and a
 circuit breaker. A request goes to the less busy of two randomly drawn healthy
-upstreams serving its model (power of two choices, weighted). Connection errors and
+upstreams serving its model (power of two choices, weighted); which upstreams serve a
+model is the pool's `RoutingTable` (routing.py): their static `models` plus what their
+`/v1/models` listed at the last refresh (discovery.py). Connection errors and
 502/503/504 are retried with exponential backoff and jitter, but only before the
 first byte has reached the client; then the configured fallback models are tried.
 """
@@ -171,6 +173,10 @@ class UpstreamPool:
     def model_names(self) -> list[str]:
         served = self.routes.by_model
         return [*served, *(a for a in self.aliases if a not in served)]
+
+    def served_by(self, upstream: Upstream) -> list[str]:
+        """The models routed to `upstream` now (static and listed)."""
+        return [m for m, found in self.routes.by_model.items() if upstream in found]
 
     def parent_of(self, model: str) -> str | None:
         """The base model of a listed adapter, None for anything else."""

@@ -203,6 +203,7 @@ async def test_discovery_routes_a_listed_lora_adapter_until_it_is_no_longer_list
     assert (await ask(state, LORA)).status == 200
     assert upstream.last["model"] == LORA
     assert state.upstreams.parent_of(LORA) == BASE
+    assert state.upstreams.served_by(state.upstreams.upstreams[0]) == [BASE, LORA]
 
     upstream.listing = listing(card(BASE))
     await state.discovery.refresh()
@@ -252,6 +253,8 @@ async def test_discovery_is_off_at_zero_and_static_models_are_then_required() ->
             upstreams=[UpstreamConfig(name="lister", base_url="http://x")],
             models_refresh_seconds=0,
         )
+    with pytest.raises(ValueError, match=r"at least 0\.1"):
+        Settings(_env_file=None, models_refresh_seconds=0.01)  # type: ignore[call-arg]
     external = UpstreamConfig(name="ext", base_url="http://x", models=["m"], api_key_env="K")
     assert not external.discovers  # external providers are not asked by default
     assert UpstreamConfig(name="own", base_url="http://x").discovers
