@@ -5,16 +5,17 @@ keys, caches and /v1/models treating an adapter like any model.
 The two-upstream test runs two real model-service processes on the tiny chat model.
 Until the model service serves adapters, the "adapter" is an extra served name: the
 `lora` upstream serves the tiny model as ADAPTER (MODEL_SERVED_NAME). With adapters it
-becomes: both upstreams serve BASE, `load_adapter` posts /v1/load_lora_adapter to the
-`lora` upstream and `unload_adapter` posts /v1/unload_lora_adapter (no restart), and the
-gateway's card for ADAPTER shows `parent` BASE (`ADAPTER_PARENT`).
+becomes: both upstreams serve BASE, the `two_upstreams` fixture posts
+/v1/load_lora_adapter to `lora`, `back_without_adapter` posts /v1/unload_lora_adapter
+after restarting it, and the gateway's card for ADAPTER shows `parent` BASE
+(`ADAPTER_PARENT`).
 """
 
 from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from tests.support.gateway import (
     MOCK_LLM,
     GatewayFactory,
     GatewayProcess,
-    MockFactory,
+    MockUpstream,
+    gateway_launcher,
     upstreams_env,
 )
 from tests.support.models import ModelServer
@@ -82,15 +84,16 @@ def wait_for(gateway: GatewayProcess, ready: Callable[[], bool], what: str) -> N
 
 
 # adapters in the cache keys (the fast mock upstream, like test_gateway_cache.py) -------
-@pytest.fixture
+@pytest.fixture(scope="module")
 def mock_lora_gateway(
-    mock_upstream_factory: MockFactory,
-    gateway_factory: GatewayFactory,
-    redis_search_server: RedisServer,
-) -> tuple[GatewayProcess, Any]:
+    tmp_path_factory: pytest.TempPathFactory, redis_search_server: RedisServer
+) -> Iterator[tuple[GatewayProcess, MockUpstream]]:
     """A gateway whose upstream lists MOCK_LORA besides the models configured for it."""
-    upstream = mock_upstream_factory(models=(MOCK_LLM, MOCK_LORA, MOCK_EMBEDDER))
-    gateway = gateway_factory(
+    log_dir = tmp_path_factory.mktemp("mock-lora")
+    upstream = MockUpstream("mock-lora", log_dir, models=(MOCK_LLM, MOCK_LORA, MOCK_EMBEDDER))
+    make, started = gateway_launcher(log_dir)
+    upstream.start()
+    gateway = make(
         redis_search_server.url,
         GATEWAY_UPSTREAMS=upstreams_env(("mock", upstream.base_url, [MOCK_LLM, MOCK_EMBEDDER])),
         GATEWAY_EMBEDDING_MODEL=MOCK_EMBEDDER,
@@ -98,12 +101,16 @@ def mock_lora_gateway(
         GATEWAY_MODELS_REFRESH_SECONDS=REFRESH_SECONDS,
         GATEWAY_CACHE_VERSION=secrets.token_hex(4),
     )
-    wait_for(gateway, lambda: MOCK_LORA in model_cards(gateway), "listing the adapter")
-    return gateway, upstream
+    try:
+        wait_for(gateway, lambda: MOCK_LORA in model_cards(gateway), "listing the adapter")
+        yield gateway, upstream
+    finally:
+        for process in [*started, upstream]:
+            process.stop()
 
 
 def test_discovered_adapter_name_is_part_of_the_exact_cache_key(
-    mock_lora_gateway: tuple[GatewayProcess, Any],
+    mock_lora_gateway: tuple[GatewayProcess, MockUpstream],
 ) -> None:
     gateway, upstream = mock_lora_gateway
     prompt = f"exact {uuid.uuid4()}"
@@ -120,7 +127,7 @@ def test_discovered_adapter_name_is_part_of_the_exact_cache_key(
 
 
 def test_discovered_adapter_name_is_part_of_the_semantic_cache_key(
-    mock_lora_gateway: tuple[GatewayProcess, Any],
+    mock_lora_gateway: tuple[GatewayProcess, MockUpstream],
 ) -> None:
     gateway, _ = mock_lora_gateway
     topic = uuid.uuid4().hex[:8]
@@ -174,10 +181,10 @@ def two_upstreams(tmp_path: Path, tiny_chat_model_dir: Path) -> Any:
             server.stop()
 
 
-def unload_adapter(lora: ModelServer, tmp_path: Path, model_dir: Path) -> ModelServer:
-    """The `lora` upstream stops listing ADAPTER: restarted on its port serving BASE."""
-    lora.stop()
-    return tiny_server("lora-again", tmp_path, model_dir, BASE, port=lora.port)
+def back_without_adapter(lora: ModelServer, tmp_path: Path, model_dir: Path) -> ModelServer:
+    """The stopped `lora` upstream back on its port, no longer listing ADAPTER (with served
+    adapters: restart it as it was, then POST /v1/unload_lora_adapter to it)."""
+    return tiny_server("lora-again", tmp_path, model_dir, BASE, port=lora.port).start()
 
 
 @pytest.mark.e2e
@@ -213,9 +220,7 @@ def test_discovery_routes_a_lora_adapter_to_the_only_upstream_listing_it(
     assert ADAPTER in model_cards(gateway)
     assert chat(gateway, ADAPTER).status_code in (502, 503)
 
-    again = unload_adapter(lora, tmp_path, tiny_chat_model_dir)
-    started.append(again)
-    again.start()
+    started.append(back_without_adapter(lora, tmp_path, tiny_chat_model_dir))
     # Two reads of the new listing: the refresh of the first one has swapped the table.
     seen = listings_read(gateway, "lora", "ok")
     wait_for(gateway, lambda: listings_read(gateway, "lora", "ok") >= seen + 2, "re-reading")
