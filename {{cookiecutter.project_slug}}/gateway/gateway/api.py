@@ -81,8 +81,15 @@ async def embeddings(request: Request, key: ApiKey, pipeline: PipelineDep) -> Re
 
 @routes.get("/v1/models", tags=["openai"], responses={401: ERROR_RESPONSES[401]})
 async def list_models(key: ApiKey, state: StateDep) -> Response:
-    names = [m for m in state.upstreams.model_names() if key.allows_model(m)]
-    data = [{"id": name, "object": "model", "created": 0, "owned_by": "gateway"} for name in names]
+    """The models this key may use: configured, discovered (a LoRA adapter with its
+    `parent`, the base model) and aliases."""
+    pool = state.upstreams
+    data = []
+    for name in pool.model_names():
+        if key.allows_model(name):
+            card = {"id": name, "object": "model", "created": 0, "owned_by": "gateway"}
+            parent = pool.parent_of(name)
+            data.append(card if parent is None else {**card, "parent": parent})
     return _json({"object": "list", "data": data})
 
 

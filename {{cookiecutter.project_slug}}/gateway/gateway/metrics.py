@@ -80,6 +80,19 @@ class GatewayMetrics:
             ["upstream", "reason"],
             registry=r,
         )
+        self.model_listings = Counter(
+            "gateway_model_listings_total",
+            "Reads of an upstream's /v1/models by upstream and result: ok, or why it failed "
+            "(connection|timeout|status|too_large|invalid; the last good listing is kept).",
+            ["upstream", "result"],
+            registry=r,
+        )
+        self.listed_models = Gauge(
+            "gateway_upstream_listed_models",
+            "Models in an upstream's last good /v1/models listing.",
+            ["upstream"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "gateway_in_flight_requests", "Requests being handled now.", registry=r
         )

@@ -27,7 +27,10 @@ class UpstreamConfig(BaseModel):
 
     name: str
     base_url: str = Field(description="Server root, with or without a trailing /v1.")
-    models: list[str] = Field(min_length=1)
+    models: list[str] = Field(
+        default_factory=list,
+        description="Models it serves; those its /v1/models lists are added when it discovers.",
+    )
     weight: float = Field(default=1.0, gt=0)
     api_key_env: str | None = Field(
         default=None, description="Name of an env var holding this upstream's API key."
@@ -37,6 +40,16 @@ class UpstreamConfig(BaseModel):
         description="Send vLLM's per-tenant `cache_salt`; default: to upstreams without "
         "`api_key_env` (self-hosted vLLM or the model service), not to external providers.",
     )
+
+    discover_models: bool | None = Field(
+        default=None,
+        description="Route what its /v1/models lists besides `models`; default: upstreams "
+        "without `api_key_env` (self-hosted), not external providers.",
+    )
+
+    @property
+    def discovers(self) -> bool:
+        return self.discover_models if self.discover_models is not None else not self.api_key_env
 
     @property
     def salts_cache(self) -> bool:
@@ -135,6 +148,11 @@ class Settings(BaseSettings):
     model_aliases: dict[str, str] = Field(default_factory=dict)
     fallbacks: dict[str, list[str]] = Field(
         default_factory=dict, description="Model -> models to try when it cannot be served."
+    )
+    models_refresh_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="Re-read each discovering upstream's /v1/models this often (0: never).",
     )
     connect_timeout_seconds: float = Field(default=2.0, gt=0)
     read_timeout_seconds: float = Field(default=300.0, gt=0)
@@ -277,10 +295,22 @@ class Settings(BaseSettings):
             raise ValueError("GATEWAY_RAG_TOP_K must not exceed GATEWAY_RAG_MAX_TOP_K")
         if any(not 0 <= rate <= 1 for rate in self.capture_key_rates.values()):
             raise ValueError("GATEWAY_CAPTURE_KEY_RATES: every rate must be within [0, 1]")
+        self._check_upstreams()
+        return self
+
+    def _check_upstreams(self) -> None:
+        if 0 < self.models_refresh_seconds < 0.1:
+            raise ValueError("GATEWAY_MODELS_REFRESH_SECONDS: 0 (off) or at least 0.1")
         names = [u.name for u in self.upstreams]
         if len(names) != len(set(names)):
             raise ValueError("GATEWAY_UPSTREAMS: upstream names must be unique")
-        return self
+        for upstream in self.upstreams:
+            if not upstream.models and not (upstream.discovers and self.models_refresh_seconds):
+                raise ValueError(
+                    f"GATEWAY_UPSTREAMS: upstream '{upstream.name}' needs `models`: it lists "
+                    "none and does not discover them (discover_models false, or "
+                    "GATEWAY_MODELS_REFRESH_SECONDS=0)"
+                )
 
     @property
     def rag_embedding(self) -> str:

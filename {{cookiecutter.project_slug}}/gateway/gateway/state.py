@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from gateway.cache import ExactCache
+from gateway.discovery import ModelDiscovery
 from gateway.exchange import Books
 from gateway.exchange_log import ExchangeLog, LoopMetrics
 from gateway.guardrails import Guardrails
@@ -54,6 +55,9 @@ class GatewayState:
             self.store, settings.cache_version, settings.cache_ttl_seconds, settings.cache_scope
         )
         self.upstreams = UpstreamPool(settings, self.metrics, upstream_transport)
+        self.discovery = ModelDiscovery(
+            self.upstreams, settings.models_refresh_seconds, self.metrics
+        )
         self.semantic = SemanticCache(settings, self.store, self.embed_one)
         self.guardrails = Guardrails(settings)
         self.loop_metrics = LoopMetrics(self.metrics.registry)
@@ -104,8 +108,10 @@ class GatewayState:
         if not await self.store.ping():
             log.warning("redis not reachable at startup; serving degraded until it is")
         await self.semantic.check_search_module()
+        self.discovery.start()
 
     async def stop(self) -> None:
+        await self.discovery.stop()
         if self._background:
             await asyncio.wait(self._background, timeout=5)
         await self.semantic.close()

@@ -2,7 +2,9 @@
 
 Each upstream has one shared httpx connection pool, an in-flight counter and a
 circuit breaker. A request goes to the less busy of two randomly drawn healthy
-upstreams serving its model (power of two choices, weighted). Connection errors and
+upstreams serving its model (power of two choices, weighted); which upstreams serve a
+model is the pool's `RoutingTable` (routing.py): their static `models` plus what their
+`/v1/models` listed at the last refresh (discovery.py). Connection errors and
 502/503/504 are retried with exponential backoff and jitter, but only before the
 first byte has reached the client; then the configured fallback models are tried.
 """
@@ -25,7 +27,9 @@ from gateway.breaker import CircuitBreaker
 from gateway.errors import GatewayError, error_body
 from gateway.keys import KeyRecord
 from gateway.metrics import GatewayMetrics
+from gateway.model_listing import Listing
 from gateway.request_fields import cache_salt
+from gateway.routing import RoutingTable
 from gateway.settings import Settings, UpstreamConfig
 
 log = logging.getLogger("gateway.upstreams")
@@ -151,25 +155,35 @@ class UpstreamPool:
         self.settings = settings
         self.metrics = metrics
         self.upstreams = [Upstream(config, settings, transport) for config in settings.upstreams]
-        self.by_model: dict[str, list[Upstream]] = {}
-        for upstream in self.upstreams:
-            for model in upstream.config.models:
-                self.by_model.setdefault(model, []).append(upstream)
+        self.routes: RoutingTable[Upstream] = RoutingTable.build(self.upstreams)
         self.aliases = dict(settings.model_aliases)
         self.fallbacks = {k: list(v) for k, v in settings.fallbacks.items()}
+
+    def use_listings(self, listings: Mapping[str, Listing]) -> None:
+        """Route by the static models plus these listings (upstream name -> listing)."""
+        self.routes = RoutingTable.build(self.upstreams, listings)
 
     def resolve(self, model: str) -> str | None:
         """The served model name for a requested name or alias, None when unknown."""
         target = self.aliases.get(model, model)
-        if target in self.by_model or target in self.fallbacks:
+        if target in self.routes.by_model or target in self.fallbacks:
             return target
         return None
 
     def model_names(self) -> list[str]:
-        return [*self.by_model, *(a for a in self.aliases if a not in self.by_model)]
+        served = self.routes.by_model
+        return [*served, *(a for a in self.aliases if a not in served)]
+
+    def served_by(self, upstream: Upstream) -> list[str]:
+        """The models routed to `upstream` now (static and listed)."""
+        return [m for m, found in self.routes.by_model.items() if upstream in found]
+
+    def parent_of(self, model: str) -> str | None:
+        """The base model of a listed adapter, None for anything else."""
+        return self.routes.parents.get(model)
 
     def _pick(self, model: str, tried: set[str]) -> Upstream | None:
-        candidates = [u for u in self.by_model.get(model, ()) if u.breaker.state != "open"]
+        candidates = [u for u in self.routes.by_model.get(model, ()) if u.breaker.state != "open"]
         fresh = [u for u in candidates if u.name not in tried] or candidates
         if not fresh:
             return None
@@ -197,7 +211,8 @@ class UpstreamPool:
         errors: list[str] = []
         salt = cache_salt(key.id) if key is not None else None
         for target in [model, *self.fallbacks.get(model, [])]:
-            if target not in self.by_model or (key is not None and not key.allows_model(target)):
+            served = target in self.routes.by_model
+            if not served or (key is not None and not key.allows_model(target)):
                 continue
             bodies = Bodies({**payload, "model": target}, salt)
             call = await self._open_model(path, bodies, target, extra_headers, errors)

@@ -47,8 +47,9 @@ class ModelServer(ManagedProcess):
         task: str = "generate",
         backend: str = "transformers",
         env: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()  # a port: a restart where clients already point
         self.model = (env or {}).get("MODEL_SERVED_NAME", source)
         self.startup_seconds = (
             VLLM_STARTUP_SECONDS if backend == "vllm" else TRANSFORMERS_STARTUP_SECONDS

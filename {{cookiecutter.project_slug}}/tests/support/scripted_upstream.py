@@ -3,7 +3,7 @@ fast pipeline tests: `httpx.ASGITransport(app=ScriptedUpstream())` becomes the
 upstreams' transport (`GatewayState(settings, upstream_transport=...)`), so no socket
 and no process is involved. It records every request and answers with fixed words;
 a chat request with `tools` gets a tool call, `logprobs: true` gets per-token logprobs,
-and `n` choices come back for `n`.
+and `n` choices come back for `n`. `listing` is what it answers on `GET /v1/models`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ class ScriptedUpstream:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []  # each request's headers, in order
         self.status = 200  # what the next answers use
+        self.listing: bytes | None = None  # the body of GET /v1/models (None: 404)
         self.app = Starlette(
             routes=[
+                Route("/v1/models", self._models, methods=["GET"]),
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/completions", self._completion, methods=["POST"]),
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
@@ -48,6 +50,11 @@ class ScriptedUpstream:
             error = {"error": {"message": "scripted refusal", "type": "invalid_request_error"}}
             return Response(orjson.dumps(error), status_code=self.status)
         return body
+
+    async def _models(self, _: Request) -> Response:
+        if self.listing is None:
+            return Response(b'{"error": {"message": "not found"}}', status_code=404)
+        return Response(self.listing, media_type="application/json")
 
     async def _chat(self, request: Request) -> Response:
         body = await self._body(request)

@@ -257,7 +257,7 @@ async def status_page(request: Request) -> Response:
     upstreams = [
         {
             "name": u.name,
-            "models": ", ".join(u.config.models),
+            "models": ", ".join(state.upstreams.served_by(u)),
             "up": probes.get(u.name, False),
             "breaker": u.breaker.state,
             "in_flight": u.in_flight,
