@@ -32,7 +32,7 @@ class DevSettings(BaseSettings):
     llm_max_model_len: str = "2048"
     llm_max_num_seqs: str = "16"
     llm_max_queue: str = "256"
-    llm_quantization: str = ""
+    llm_quantization: str = "auto"
     embedder_dtype: str = "auto"
     embedder_max_num_seqs: str = "32"
     embedder_max_queue: str = "256"

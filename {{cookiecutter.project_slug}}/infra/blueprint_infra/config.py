@@ -97,7 +97,8 @@ class ModelServiceConfig(_Model):
     max_model_len: int | None = Field(default=None, ge=16)
     max_num_seqs: int | None = Field(default=None, ge=1)
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
-    quantization: str | None = None
+    # auto: the model service's rule (services/model/model_service/precision.py).
+    quantization: str | None = "auto"
     vllm_extra_args: str | None = None
     resources: Resources | None = None
     shm_size: Quantity = "2Gi"
