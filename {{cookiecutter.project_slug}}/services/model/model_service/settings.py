@@ -86,7 +86,7 @@ class ModelSettings(BaseSettings):
     # LoRA adapters (docs/adapters.md): the same settings drive both backends.
     adapters_dir: Path = Field(
         default=Path("adapters"),
-        validation_alias=AliasChoices("ADAPTERS_DIR", "MODEL_ADAPTERS_DIR"),
+        validation_alias=AliasChoices("MODEL_ADAPTERS_DIR", "ADAPTERS_DIR"),
         description="The only folder adapters are loaded from (one folder per adapter).",
     )
     lora_modules: str = Field(
