@@ -159,7 +159,7 @@ def create_model_service(
     image = ctx.images.model_gpu if gpu else ctx.images.model_cpu
     env = kube.env({**model_env(spec, cfg), **otel_env(ctx, spec.name)})
     env_from = [{"secret_ref": {"name": MODEL_SECRET, "optional": True}}]
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"name": "models", "mount_path": MODELS_DIR},
         {"name": "tmp", "mount_path": "/tmp"},
     ]
