@@ -41,7 +41,8 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.include_router(router)
-    app.include_router(lora_router)
+    # Documented only when on, as vLLM does; off, the routes answer 404 naming the switch.
+    app.include_router(lora_router, include_in_schema=settings.allow_runtime_lora_updating)
     if runtime.tracing:
         instrument(app)
     return app
