@@ -159,12 +159,19 @@ class AdapterRegistry:
         return GenerationEngine(model, base.tokenizer, options, base.metrics)
 
     def _checked_folder(self, path: Path) -> Path:
-        folder = path.resolve()
-        if not folder.is_relative_to(self.root):
+        try:  # a NUL byte or an over-long name raises instead of answering False
+            folder = path.resolve()
+            inside = folder.is_relative_to(self.root)
+            has_config = inside and (folder / "adapter_config.json").is_file()
+            has_weights = has_config and any(folder.glob("adapter_model.*"))
+        except (OSError, ValueError) as error:
+            reason = getattr(error, "strerror", None) or str(error)
+            raise invalid_adapter(f"Invalid adapter path: {reason}.") from None
+        if not inside:
             raise invalid_adapter(f"Adapters are loaded from {self.root} only, not {path}.")
-        if not (folder / "adapter_config.json").is_file():
+        if not has_config:
             raise invalid_adapter(f"{path} has no adapter_config.json: not a PEFT adapter.")
-        if not any(folder.glob("adapter_model.*")):
+        if not has_weights:
             raise invalid_adapter(f"{path} has no adapter_model weights: not a PEFT adapter.")
         return folder
 

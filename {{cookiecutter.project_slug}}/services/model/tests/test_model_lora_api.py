@@ -176,6 +176,8 @@ def test_lora_adapter_streams_and_completes_with_its_name(
         ({"lora_name": "../x", "lora_path": "{root}/codeword"}, "Invalid adapter name"),
         ({"lora_name": TINY_ID, "lora_path": "{root}/codeword"}, "conflicts with a served"),
         ({"lora_name": "", "lora_path": "{root}/codeword"}, "must be provided"),
+        ({"lora_name": "nul", "lora_path": "{root}/code\u0000word"}, "Invalid adapter path"),
+        ({"lora_name": "long", "lora_path": "{root}/" + "x" * 5000}, "Invalid adapter path"),
         ({"lora_name": "codeword"}, "lora_path"),
         ({"lora_path": "{root}/codeword"}, "lora_name"),
         ({"lora_name": ["x"], "lora_path": "{root}/codeword"}, "lora_name"),
