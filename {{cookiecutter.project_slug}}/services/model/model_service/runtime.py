@@ -1,7 +1,10 @@
-"""The loaded model of one server process, and its loading state.
+"""The loaded model of one server process, its LoRA adapters, and its loading state.
 
 The HTTP server answers while the model loads (`/health` 503, model routes 503), so
-probes see progress instead of a closed port; a failed load stops the process.
+probes see progress instead of a closed port; a failed load stops the process. The
+adapters listed in MODEL_LORA_MODULES load before `/health` turns 200 (one that cannot
+load fails the start); a request's `model` picks the base's engine or an adapter's
+(model_service.adapters), each supervised by its own LoopSupervisor.
 """
 
 from __future__ import annotations
