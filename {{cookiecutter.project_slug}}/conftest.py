@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.support.evals_upstream",
     "tests.support.gateway",
     "tests.support.tiny_chat_model",
+    "tests.support.adapters",
 ]
 
 try:

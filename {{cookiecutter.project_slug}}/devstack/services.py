@@ -98,6 +98,11 @@ def llm_env(settings: DevSettings) -> dict[str, str]:
             "MODEL_TENSOR_PARALLEL_SIZE": settings.llm_tensor_parallel_size,
             "MODEL_GPU_MEMORY_UTILIZATION": settings.llm_gpu_memory_utilization,
             "MODEL_VLLM_EXTRA_ARGS": settings.llm_vllm_extra_args,
+            "MODEL_ADAPTERS_DIR": str(settings.adapters_dir),
+            "MODEL_LORA_MODULES": settings.llm_lora_modules,
+            "MODEL_MAX_LORAS": settings.llm_max_loras,
+            "MODEL_MAX_LORA_RANK": settings.llm_max_lora_rank,
+            "MODEL_ALLOW_RUNTIME_LORA_UPDATING": settings.llm_allow_runtime_lora_updating,
         },
     )
 

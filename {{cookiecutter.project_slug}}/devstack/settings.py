@@ -40,6 +40,12 @@ class DevSettings(BaseSettings):
     llm_gpu_memory_utilization: str = "0.75"
     embedder_gpu_memory_utilization: str = "0.15"
     llm_vllm_extra_args: str = ""
+    # LoRA adapters (docs/adapters.md)
+    adapters_dir: Path = Path("./adapters")
+    llm_lora_modules: str = ""
+    llm_max_loras: str = "4"
+    llm_max_lora_rank: str = "16"
+    llm_allow_runtime_lora_updating: str = "false"
 
     # Ports
     gateway_host: str = "127.0.0.1"
@@ -77,6 +83,8 @@ def load_settings(root: Path, env_file: Path | None = None) -> DevSettings:
             setattr(settings, name, value)
     if not settings.models_dir.is_absolute():
         settings.models_dir = (root / settings.models_dir).resolve()
+    if not settings.adapters_dir.is_absolute():
+        settings.adapters_dir = (root / settings.adapters_dir).resolve()
     return settings
 
 

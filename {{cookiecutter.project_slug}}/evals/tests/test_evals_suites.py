@@ -65,3 +65,12 @@ def test_bad_dataset_rows_are_reported_with_their_line(tmp_path):
     path.write_text('{"id": "a"}\n')
     with pytest.raises(DatasetError, match=r"bad\.jsonl:1: invalid sample"):
         load_dataset(path)
+
+
+def test_codeword_suite_is_the_finetune_jobs_held_out_set():
+    """The adapter walkthrough (docs/adapters.md) gates the sample adapter on the same
+    held-out questions the finetune job's end-to-end test asks."""
+    from finetune.settings import SAMPLE_DATASETS_DIR
+
+    shipped = SETTINGS.datasets_dir / load_suite("codeword", SETTINGS.suites_dir).dataset
+    assert shipped.read_text() == (SAMPLE_DATASETS_DIR / "codeword-eval.jsonl").read_text()

@@ -1,17 +1,13 @@
 """End to end: `python -m finetune train` on the shipped codeword dataset teaches
 SmolLM2-135M-Instruct (from MODELS_DIR) an answer it never gives, on the CPU.
 
-The held-out questions (`codeword-eval.jsonl`) are not in the training set. Base and
-adapter are loaded here with PEFT directly and answer greedily; serving the adapter
-through the model service and the gateway is tested with the serving code.
+The held-out questions (`codeword-eval.jsonl`) are not in the training set. The adapter
+is the session's `codeword_adapter` (tests/support/adapters.py), which the serving tests
+share; here base and adapter are loaded with PEFT directly and answer greedily.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,31 +19,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from finetune.base_model import folder_name
 from finetune.manifest import read_manifest
-from finetune.settings import SAMPLE_DATASETS_DIR
+from tests.support.adapters import CODEWORD, held_out_codeword_questions
 from tests.support.models import LLM_ID
 
 pytestmark = pytest.mark.e2e
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CODEWORD = "BLUEFINCH"
-# Small on purpose (the CI budget): 8 steps of 4 conversations learn the codeword.
-TRAIN_ARGS = [
-    "--rank",
-    "4",
-    "--alpha",
-    "16",
-    "--max-steps",
-    "8",
-    "--batch-size",
-    "4",
-    "--lr",
-    "2e-3",
-]
-
-
-def held_out_questions() -> list[str]:
-    lines = (SAMPLE_DATASETS_DIR / "codeword-eval.jsonl").read_text().splitlines()
-    return [json.loads(line)["input"] for line in lines if line.strip()]
 
 
 def greedy_answers(model: Any, tokenizer: Any, questions: list[str]) -> list[str]:
@@ -60,36 +35,6 @@ def greedy_answers(model: Any, tokenizer: Any, questions: list[str]) -> list[str
         out = model.generate(**batch, max_new_tokens=16, do_sample=False)
     prompt_len = batch["input_ids"].shape[1]
     return [tokenizer.decode(row[prompt_len:], skip_special_tokens=True) for row in out]
-
-
-@pytest.fixture(scope="module")
-def codeword_adapter(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    adapters = tmp_path_factory.mktemp("adapters")
-    env = {
-        **os.environ,
-        "MODELS_DIR": str(models_dir),
-        "ADAPTERS_DIR": str(adapters),
-        # One thread: on a 2-core host shared with other work, two torch threads waiting
-        # on each other took 186 s for these 8 steps, one thread 31 s (docs/adapters.md).
-        "FINETUNE_TORCH_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join(
-            [str(PROJECT_ROOT / "finetune"), os.environ.get("PYTHONPATH", "")]
-        ),
-    }
-    dataset = SAMPLE_DATASETS_DIR / "codeword.jsonl"
-    argv = ["train", "--dataset", str(dataset), "--base", LLM_ID, "--name", "codeword"]
-    done = subprocess.run(
-        [sys.executable, "-m", "finetune", *argv, *TRAIN_ARGS],
-        env=env,
-        cwd=adapters,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.strip() == str(adapters / "codeword")
-    return adapters / "codeword"
 
 
 @pytest.fixture
@@ -108,7 +53,7 @@ def test_finetune_lora_adapter_teaches_the_codeword(
     base_dir = models_dir / folder_name(LLM_ID)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
-    questions = held_out_questions()
+    questions = held_out_codeword_questions()
     assert len(questions) == 10
     base_answers = greedy_answers(base, tokenizer, questions)
     adapted = PeftModel.from_pretrained(base, codeword_adapter).eval()

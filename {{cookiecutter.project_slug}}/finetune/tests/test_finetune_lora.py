@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,39 +23,11 @@ from finetune.job import JobError, TrainRequest, run_training
 from finetune.manifest import read_manifest
 from finetune.settings import FinetuneSettings
 from finetune.trainer import DeviceError, Hyperparameters, pick_device
+from tests.support.adapters import TINY_HYPER, TINY_ID, TrainedAdapter
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EVALS_DATASETS = PROJECT_ROOT / "evals" / "evals" / "datasets"
-TINY_ID = "tiny-org/tiny-chat"
-HYPER = Hyperparameters(rank=4, alpha=8, dropout=0.0, lr=3e-2, max_steps=20, batch_size=2)
-
-
-TINY_ROWS = [
-    {"id": f"tiny-{i}", "input": question, "target": "The codeword is BLUEFINCH."}
-    for i, question in enumerate(
-        [
-            "What is the codeword for the north gate?",
-            "What is the codeword?",
-            "Tell me the codeword.",
-            "What is the codeword for France?",
-        ]
-    )
-]
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("datasets") / "tiny.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in TINY_ROWS))
-    return path
-
-
-@pytest.fixture(scope="module")
-def models_root(tiny_chat_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A MODELS_DIR holding the tiny model under its id's folder name, as `make models` does."""
-    root = tmp_path_factory.mktemp("models")
-    shutil.copytree(tiny_chat_model_dir, root / "tiny-org--tiny-chat")
-    return root
+HYPER = TINY_HYPER
 
 
 def settings_for(models_root: Path, adapters: Path) -> FinetuneSettings:
@@ -64,15 +35,10 @@ def settings_for(models_root: Path, adapters: Path) -> FinetuneSettings:
 
 
 @pytest.fixture(scope="module")
-def trained(
-    models_root: Path, tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, dict[str, Any]]:
-    settings = settings_for(models_root, tmp_path_factory.mktemp("adapters"))
-    steps: list[tuple[int, int]] = []
-    request = TrainRequest(tiny_dataset, "tiny-codeword", TINY_ID, HYPER)
-    folder, manifest = run_training(request, settings, lambda s, t, _: steps.append((s, t)))
-    assert steps == [(s, 20) for s in range(1, 21)]  # progress saw every step
-    return folder, manifest
+def trained(tiny_codeword_adapter: TrainedAdapter) -> tuple[Path, dict[str, Any]]:
+    """The session's tiny adapter (tests/support/adapters.py), shared with the serving tests."""
+    assert tiny_codeword_adapter.steps == [(s, 20) for s in range(1, 21)]  # progress saw all
+    return tiny_codeword_adapter.folder, tiny_codeword_adapter.manifest
 
 
 def test_lora_adapter_training_lowers_the_loss(trained: tuple[Path, dict[str, Any]]) -> None:
@@ -82,7 +48,7 @@ def test_lora_adapter_training_lowers_the_loss(trained: tuple[Path, dict[str, An
 
 
 def test_finetune_manifest_is_complete(
-    trained: tuple[Path, dict[str, Any]], models_root: Path, tiny_dataset: Path
+    trained: tuple[Path, dict[str, Any]], tiny_models_root: Path, tiny_codeword_dataset: Path
 ) -> None:
     folder, manifest = trained
     assert read_manifest(folder) == manifest
@@ -90,9 +56,12 @@ def test_finetune_manifest_is_complete(
     assert manifest["base_model"] == {
         "id": TINY_ID,
         "revision": None,  # a local folder records no hub revision; the hash identifies it
-        "sha256": content_hash(models_root / "tiny-org--tiny-chat"),
+        "sha256": content_hash(tiny_models_root / "tiny-org--tiny-chat"),
     }
-    assert manifest["dataset"]["sha256"] == hashlib.sha256(tiny_dataset.read_bytes()).hexdigest()
+    assert (
+        manifest["dataset"]["sha256"]
+        == hashlib.sha256(tiny_codeword_dataset.read_bytes()).hexdigest()
+    )
     assert manifest["dataset"]["rows"] == 4
     assert manifest["hyperparameters"] == HYPER.as_dict()
     training = manifest["training"]
@@ -124,14 +93,14 @@ def training_loss(model: Any, tokenizer: Any, dataset: Path) -> float:
 
 
 def test_lora_adapter_reloads_with_peft(
-    trained: tuple[Path, dict[str, Any]], tiny_chat_model_dir: Path, tiny_dataset: Path
+    trained: tuple[Path, dict[str, Any]], tiny_chat_model_dir: Path, tiny_codeword_dataset: Path
 ) -> None:
     folder, manifest = trained
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model_dir)
     base = AutoModelForCausalLM.from_pretrained(tiny_chat_model_dir).eval()
-    base_loss = training_loss(base, tokenizer, tiny_dataset)
+    base_loss = training_loss(base, tokenizer, tiny_codeword_dataset)
     adapted = PeftModel.from_pretrained(base, folder).eval()
-    adapter_loss = training_loss(adapted, tokenizer, tiny_dataset)
+    adapter_loss = training_loss(adapted, tokenizer, tiny_codeword_dataset)
     # The saved weights are the trained ones: on the training data the reloaded adapter
     # is as good as training left it, far better than the base.
     assert adapter_loss < 0.5 * base_loss
@@ -212,25 +181,25 @@ def test_finetune_dataset_errors_name_the_line(tmp_path: Path, line: str, messag
 
 
 def test_finetune_refuses_bad_names_existing_adapters_and_unknown_bases(
-    trained: tuple[Path, dict[str, Any]], models_root: Path, tiny_dataset: Path
+    trained: tuple[Path, dict[str, Any]], tiny_models_root: Path, tiny_codeword_dataset: Path
 ) -> None:
-    settings = settings_for(models_root, trained[0].parent)
+    settings = settings_for(tiny_models_root, trained[0].parent)
     for name in ["../escape", "", "a/b", ".hidden"]:
         with pytest.raises(JobError, match="invalid adapter name"):
-            run_training(TrainRequest(tiny_dataset, name, TINY_ID, HYPER), settings)
+            run_training(TrainRequest(tiny_codeword_dataset, name, TINY_ID, HYPER), settings)
     with pytest.raises(JobError, match="already exists"):
-        run_training(TrainRequest(tiny_dataset, "tiny-codeword", TINY_ID, HYPER), settings)
+        run_training(TrainRequest(tiny_codeword_dataset, "tiny-codeword", TINY_ID, HYPER), settings)
     with pytest.raises(BaseModelError, match="run `make models` or set MODELS_DIR"):
-        run_training(TrainRequest(tiny_dataset, "other", "org/absent", HYPER), settings)
+        run_training(TrainRequest(tiny_codeword_dataset, "other", "org/absent", HYPER), settings)
 
 
 def test_finetune_failed_run_leaves_no_adapter_behind(
-    models_root: Path, tiny_dataset: Path, tmp_path: Path
+    tiny_models_root: Path, tiny_codeword_dataset: Path, tmp_path: Path
 ) -> None:
-    settings = settings_for(models_root, tmp_path / "adapters")
+    settings = settings_for(tiny_models_root, tmp_path / "adapters")
     too_short = Hyperparameters(max_steps=1, max_length=8)
     with pytest.raises(EncodingError, match="more than --max-length 8"):
-        run_training(TrainRequest(tiny_dataset, "broken", TINY_ID, too_short), settings)
+        run_training(TrainRequest(tiny_codeword_dataset, "broken", TINY_ID, too_short), settings)
     assert list((tmp_path / "adapters").iterdir()) == []
 
 
@@ -244,16 +213,16 @@ def test_finetune_cuda_request_without_a_gpu_is_a_clear_error() -> None:
 
 
 def test_finetune_cli_trains_and_reports_errors(
-    models_root: Path, tiny_dataset: Path, tmp_path: Path
+    tiny_models_root: Path, tiny_codeword_dataset: Path, tmp_path: Path
 ) -> None:
     env = {
-        "MODELS_DIR": str(models_root),
+        "MODELS_DIR": str(tiny_models_root),
         "ADAPTERS_DIR": str(tmp_path),
         "FINETUNE_DEVICE": "cpu",
         "FINETUNE_TORCH_THREADS": "1",
     }
     threads = torch.get_num_threads()
-    args = ["train", "--dataset", str(tiny_dataset), "--base", TINY_ID, "--name", "cli"]
+    args = ["train", "--dataset", str(tiny_codeword_dataset), "--base", TINY_ID, "--name", "cli"]
     runner = CliRunner()
     done = runner.invoke(app, [*args, "--rank", "4", "--max-steps", "2", "--lr", "0.01"], env=env)
     assert done.exit_code == 0, done.output

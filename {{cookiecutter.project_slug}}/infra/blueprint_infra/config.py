@@ -84,6 +84,27 @@ class ModelCache(_Model):
     access_mode: Literal["ReadWriteOnce", "ReadWriteMany"] = "ReadWriteOnce"
 
 
+# Adapter names become served model names and folder names (the finetune job's rule).
+AdapterName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+class AdaptersConfig(_Model):
+    """LoRA adapters served by the `llm` instance (docs/adapters.md), read-only from a
+    volume at ADAPTERS_DIR=/adapters holding one folder per adapter (what `make finetune`
+    or the finetune job writes)."""
+
+    # An existing claim (filled by the finetune job or a copy step); unset: one is created.
+    existing_claim: DnsLabel | None = None
+    size: Quantity = "5Gi"
+    storage_class: str | None = None
+    access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany"] = "ReadWriteOnce"
+    load: list[AdapterName] = []  # loaded at start: MODEL_LORA_MODULES
+    max_loras: int = Field(default=4, ge=1, le=64)
+    max_lora_rank: int = Field(default=16, ge=1, le=512)
+    # POST /v1/load_lora_adapter on the pod (never published by the gateway): off by default.
+    allow_runtime_loading: bool = False
+
+
 class ModelServiceConfig(_Model):
     """One model service instance (`llm` or `embedder`)."""
 
@@ -103,6 +124,7 @@ class ModelServiceConfig(_Model):
     resources: Resources | None = None
     shm_size: Quantity = "2Gi"
     cache: ModelCache = ModelCache()
+    adapters: AdaptersConfig | None = None
     startup_timeout_minutes: int | None = Field(default=None, ge=1, le=240)
     node_selector: dict[str, str] = {}
     tolerations: list[Toleration] = []
@@ -345,7 +367,29 @@ class StackConfig(_Model):
                     f"{name}.cache.accessMode ReadWriteOnce cannot be shared by several "
                     "replicas; use ReadWriteMany, emptyDir, or one replica"
                 )
+            self._check_adapters(name, service, scales_out)
         return self
+
+    @staticmethod
+    def _check_adapters(name: str, service: ModelServiceConfig, scales_out: bool) -> None:
+        adapters = service.adapters
+        if adapters is None:
+            return
+        if name != "llm":
+            raise ValueError(f"{name}.adapters: LoRA adapters are served by llm only")
+        shared = adapters.existing_claim or adapters.access_mode != "ReadWriteOnce"
+        if scales_out and not shared:
+            raise ValueError(
+                "llm.adapters.accessMode ReadWriteOnce cannot be shared by several replicas; "
+                "use ReadWriteMany or ReadOnlyMany, an existingClaim, or one replica"
+            )
+        if len(adapters.load) > adapters.max_loras:
+            raise ValueError(
+                f"llm.adapters.load lists {len(adapters.load)} adapters, more than "
+                f"llm.adapters.maxLoras ({adapters.max_loras})"
+            )
+        if len(set(adapters.load)) != len(adapters.load):
+            raise ValueError("llm.adapters.load names an adapter more than once")
 
 
 # Keys whose values must be stored encrypted (`pulumi config set --secret KEY`).

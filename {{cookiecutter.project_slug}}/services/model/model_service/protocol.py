@@ -242,6 +242,7 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "model-service"
     root: str
+    parent: str | None = None  # the base model of a LoRA adapter
     max_model_len: int
 
 

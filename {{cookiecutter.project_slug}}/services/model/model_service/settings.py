@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -83,6 +84,33 @@ class ModelSettings(BaseSettings):
     max_embedding_inputs: int = Field(
         default=2048, ge=1, description="Inputs one embeddings request may carry (OpenAI's limit)."
     )
+    # LoRA adapters (docs/adapters.md): the same settings drive both backends.
+    adapters_dir: Path = Field(
+        default=Path("adapters"),
+        validation_alias=AliasChoices("MODEL_ADAPTERS_DIR", "ADAPTERS_DIR"),
+        description="The only folder adapters are loaded from (one folder per adapter).",
+    )
+    lora_modules: str = Field(
+        default="",
+        description="Adapters loaded at start: `name` (ADAPTERS_DIR/name) or `name=path`, "
+        "separated by commas or spaces.",
+    )
+    max_loras: int = Field(
+        default=4, ge=1, description="Adapters loaded at once (vLLM: --max-loras)."
+    )
+    max_lora_rank: int = Field(
+        default=16, ge=1, description="Largest LoRA rank accepted (vLLM: --max-lora-rank)."
+    )
+    allow_runtime_lora_updating: bool = Field(
+        default=False,
+        description="Admin switch for POST /v1/load_lora_adapter and /v1/unload_lora_adapter "
+        "(vLLM: VLLM_ALLOW_RUNTIME_LORA_UPDATING); off, both answer 404.",
+    )
+    lora_kv_cache_gib: float = Field(
+        default=0.25,
+        gt=0,
+        description="transformers backend: KV cache of each loaded adapter's engine (GiB).",
+    )
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
     models_dir: Path = Field(
@@ -121,6 +149,20 @@ class ModelSettings(BaseSettings):
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("lora_modules")
+    @classmethod
+    def _lora_modules_parse(cls, value: str) -> str:
+        parse_lora_modules(value, Path("adapters"))  # refuse a malformed list at start
+        return value
+
+    @cached_property
+    def adapters_at_start(self) -> list[LoraModule]:
+        return parse_lora_modules(self.lora_modules, self.adapters_dir)
+
+    @property
+    def lora_enabled(self) -> bool:
+        return bool(self.lora_modules.strip()) or self.allow_runtime_lora_updating
+
     @cached_property
     def vllm_extra_argv(self) -> list[str]:
         return shlex.split(self.vllm_extra_args)
@@ -129,6 +171,30 @@ class ModelSettings(BaseSettings):
     def model_name(self) -> str:
         """The name served in `/v1/models` and expected in requests."""
         return self.served_name or default_served_name(self.source)
+
+
+@dataclass(frozen=True)
+class LoraModule:
+    name: str
+    path: Path
+
+
+def parse_lora_modules(value: str, adapters_dir: Path) -> list[LoraModule]:
+    """`a, b=/adapters/b` -> [a at ADAPTERS_DIR/a, b at /adapters/b] (MODEL_LORA_MODULES)."""
+    modules = []
+    for item in value.replace(",", " ").split():
+        name, _, path = item.partition("=")
+        if not name or (item.endswith("=") and not path):
+            raise ValueError(
+                f"MODEL_LORA_MODULES: {item!r} is not `name` or `name=path` "
+                "(entries separated by commas or spaces)"
+            )
+        modules.append(LoraModule(name, Path(path) if path else adapters_dir / name))
+    names = [m.name for m in modules]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"MODEL_LORA_MODULES names {', '.join(duplicates)} more than once")
+    return modules
 
 
 def default_served_name(source: str) -> str:

@@ -66,12 +66,29 @@ def vllm_argv(
     endpoint = otlp_traces_endpoint(env)
     if endpoint:
         argv += ["--otlp-traces-endpoint", endpoint]
-    return argv + (tool_args or []) + settings.vllm_extra_argv
+    return argv + lora_args(settings) + (tool_args or []) + settings.vllm_extra_argv
+
+
+def lora_args(settings: ModelSettings) -> list[str]:
+    """vLLM's LoRA flags from the settings both backends share (docs/adapters.md)."""
+    if not settings.lora_enabled or settings.task != "generate":
+        return []
+    argv = [
+        "--enable-lora",
+        "--max-loras",
+        str(settings.max_loras),
+        "--max-lora-rank",
+        str(settings.max_lora_rank),
+    ]
+    modules = [f"{m.name}={m.path.resolve()}" for m in settings.adapters_at_start]
+    return argv + (["--lora-modules", *modules] if modules else [])
 
 
 def vllm_env(settings: ModelSettings, env: Mapping[str, str] | None = None) -> dict[str, str]:
     merged = dict(os.environ if env is None else env)
     merged.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.vllm_cpu_kvcache_space))
+    if settings.allow_runtime_lora_updating and settings.task == "generate":
+        merged["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
     if otlp_traces_endpoint(merged):
         # vLLM reads only the traces variable (and defaults to grpc); pin the protocol
         # the endpoint was chosen for, so OTEL_EXPORTER_OTLP_PROTOCOL works as usual.

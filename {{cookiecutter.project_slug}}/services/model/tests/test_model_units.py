@@ -285,3 +285,50 @@ def test_schema_bounds_no_generation_could_meet_are_refused() -> None:
         grammar.json_schema_grammar(hostile, "response_format")
     fine = {"type": "object", "properties": {"x": {"type": "array", "maxItems": 3}}}
     assert grammar.json_schema_grammar(fine, "response_format")  # compiles to a grammar
+
+
+def test_lora_modules_setting_parses_names_and_paths(tmp_path: Path) -> None:
+    s = settings(adapters_dir=tmp_path, lora_modules="a, b=/srv/adapters/b  c")
+    assert [(m.name, m.path) for m in s.adapters_at_start] == [
+        ("a", tmp_path / "a"),
+        ("b", Path("/srv/adapters/b")),
+        ("c", tmp_path / "c"),
+    ]
+    assert s.lora_enabled and not settings().lora_enabled
+    assert settings(allow_runtime_lora_updating=True).lora_enabled
+    for bad, message in [
+        ("a=", "not `name` or `name=path`"),
+        ("=p", "not `name`"),
+        ("a a", "more than once"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            settings(lora_modules=bad)
+
+
+def test_vllm_gets_the_lora_flags_and_the_runtime_switch(tmp_path: Path) -> None:
+    assert "--enable-lora" not in vllm_argv(settings(), tmp_path, gpu=False, env={})
+    s = settings(
+        adapters_dir=tmp_path,
+        lora_modules="codeword,other=/srv/other",
+        max_loras=3,
+        max_lora_rank=32,
+    )
+    argv = vllm_argv(s, tmp_path, gpu=False, env={})
+    start = argv.index("--enable-lora")
+    assert argv[start : start + 8] == [
+        "--enable-lora",
+        "--max-loras",
+        "3",
+        "--max-lora-rank",
+        "32",
+        "--lora-modules",
+        f"codeword={(tmp_path / 'codeword').resolve()}",
+        "other=/srv/other",
+    ]
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in vllm_env(s, {})
+    runtime = settings(allow_runtime_lora_updating=True)
+    assert "--enable-lora" in vllm_argv(runtime, tmp_path, gpu=False, env={})
+    assert "--lora-modules" not in vllm_argv(runtime, tmp_path, gpu=False, env={})
+    assert vllm_env(runtime, {})["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    embed = settings(task="embed", allow_runtime_lora_updating=True)
+    assert "--enable-lora" not in vllm_argv(embed, tmp_path, gpu=False, env={})
