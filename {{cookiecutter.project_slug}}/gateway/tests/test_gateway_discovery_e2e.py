@@ -2,13 +2,10 @@
 upstream lists in /v1/models but nobody configured) to the upstream that has them, with
 keys, caches and /v1/models treating an adapter like any model.
 
-The two-upstream test runs two real model-service processes on the tiny chat model.
-Until the model service serves adapters, the "adapter" is an extra served name: the
-`lora` upstream serves the tiny model as ADAPTER (MODEL_SERVED_NAME). With adapters it
-becomes: both upstreams serve BASE, the `two_upstreams` fixture posts
-/v1/load_lora_adapter to `lora`, `back_without_adapter` posts /v1/unload_lora_adapter
-after restarting it, and the gateway's card for ADAPTER shows `parent` BASE
-(`ADAPTER_PARENT`).
+The two-upstream test runs two real model-service processes on the tiny chat model, both
+serving BASE; a LoRA adapter trained in the session (tests/support/adapters.py) is loaded
+at run time on `lora` only (POST /v1/load_lora_adapter), so the gateway learns of it
+from `lora`'s /v1/models alone, with `parent` BASE.
 """
 
 from __future__ import annotations
@@ -23,6 +20,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.adapters import TINY_ID, TrainedAdapter
 from tests.support.gateway import (
     MOCK_EMBEDDER,
     MOCK_LLM,
@@ -37,7 +35,6 @@ from tests.support.processes import ManagedProcess
 from tests.support.redis import RedisServer
 
 BASE, ADAPTER = "tiny-base", "tiny-codeword-lora"
-ADAPTER_PARENT = None  # with served adapters: BASE
 MOCK_LORA = "mock-llm-lora"
 REFRESH_SECONDS = "0.2"
 POLL_SECONDS = 60.0  # only ever reached when discovery is broken
@@ -149,15 +146,19 @@ def test_discovered_adapter_name_is_part_of_the_semantic_cache_key(
 
 # two real model services, the adapter on one ------------------------------------------
 def tiny_server(
-    name: str, log_dir: Path, model_dir: Path, served_name: str, port: int | None = None
+    name: str, log_dir: Path, models_root: Path, adapters_dir: Path, port: int | None = None
 ) -> ModelServer:
+    """The tiny chat model served as BASE, run-time adapter loading on."""
     env = {
-        "MODEL_SERVED_NAME": served_name,
+        "MODEL_SERVED_NAME": BASE,
         "MODEL_MAX_MODEL_LEN": "256",
         "MODEL_MAX_NUM_SEQS": "4",
         "MODEL_KV_CACHE_GIB": "0.1",
+        "MODEL_LORA_KV_CACHE_GIB": "0.05",
+        "MODEL_ADAPTERS_DIR": str(adapters_dir),
+        "MODEL_ALLOW_RUNTIME_LORA_UPDATING": "true",
     }
-    return ModelServer(name, log_dir, log_dir, str(model_dir), env=env, port=port)
+    return ModelServer(name, log_dir, models_root, TINY_ID, env=env, port=port)
 
 
 def start_together(*servers: ModelServer) -> None:
@@ -168,23 +169,30 @@ def start_together(*servers: ModelServer) -> None:
 
 
 @pytest.fixture
-def two_upstreams(tmp_path: Path, tiny_chat_model_dir: Path) -> Any:
-    """`base` serves BASE; `lora` has the adapter (for now: serves the model as ADAPTER)."""
-    base = tiny_server("base", tmp_path, tiny_chat_model_dir, BASE)
-    lora = tiny_server("lora", tmp_path, tiny_chat_model_dir, ADAPTER)
+def two_upstreams(
+    tmp_path: Path, tiny_models_root: Path, tiny_codeword_adapter: TrainedAdapter
+) -> Any:
+    """`base` and `lora` both serve BASE; the adapter is loaded on `lora` only."""
+    adapters = tiny_codeword_adapter.folder.parent
+    base = tiny_server("base", tmp_path, tiny_models_root, adapters)
+    lora = tiny_server("lora", tmp_path, tiny_models_root, adapters)
     started = [base, lora]
     try:
         start_together(base, lora)
+        body = {"lora_name": ADAPTER, "lora_path": str(tiny_codeword_adapter.folder)}
+        loaded = httpx.post(f"{lora.base_url}/v1/load_lora_adapter", json=body, timeout=120)
+        assert loaded.status_code == 200, loaded.text
         yield base, lora, started
     finally:
         for server in started:
             server.stop()
 
 
-def back_without_adapter(lora: ModelServer, tmp_path: Path, model_dir: Path) -> ModelServer:
-    """The stopped `lora` upstream back on its port, no longer listing ADAPTER (with served
-    adapters: restart it as it was, then POST /v1/unload_lora_adapter to it)."""
-    return tiny_server("lora-again", tmp_path, model_dir, BASE, port=lora.port).start()
+def back_without_adapter(lora: ModelServer, tmp_path: Path, models_root: Path) -> ModelServer:
+    """The stopped `lora` upstream back on its port as it was started: an adapter loaded at
+    run time is gone after a restart, so its listing no longer names ADAPTER."""
+    adapters = Path(lora.env["MODEL_ADAPTERS_DIR"])
+    return tiny_server("lora-again", tmp_path, models_root, adapters, port=lora.port).start()
 
 
 @pytest.mark.e2e
@@ -193,7 +201,7 @@ def test_discovery_routes_a_lora_adapter_to_the_only_upstream_listing_it(
     gateway_factory: GatewayFactory,
     redis_server: RedisServer,
     tmp_path: Path,
-    tiny_chat_model_dir: Path,
+    tiny_models_root: Path,
 ) -> None:
     base, lora, started = two_upstreams
     gateway = gateway_factory(
@@ -206,7 +214,7 @@ def test_discovery_routes_a_lora_adapter_to_the_only_upstream_listing_it(
         GATEWAY_CACHE_ENABLED="false",
     )
     wait_for(gateway, lambda: ADAPTER in model_cards(gateway), "listing the adapter")
-    assert model_cards(gateway)[ADAPTER].get("parent") == ADAPTER_PARENT
+    assert model_cards(gateway)[ADAPTER].get("parent") == BASE
 
     before = served(base), served(lora)
     answers = [chat(gateway, ADAPTER, max_tokens=2) for _ in range(20)]
@@ -220,7 +228,7 @@ def test_discovery_routes_a_lora_adapter_to_the_only_upstream_listing_it(
     assert ADAPTER in model_cards(gateway)
     assert chat(gateway, ADAPTER).status_code in (502, 503)
 
-    started.append(back_without_adapter(lora, tmp_path, tiny_chat_model_dir))
+    started.append(back_without_adapter(lora, tmp_path, tiny_models_root))
     # Two reads of the new listing: the refresh of the first one has swapped the table.
     seen = listings_read(gateway, "lora", "ok")
     wait_for(gateway, lambda: listings_read(gateway, "lora", "ok") >= seen + 2, "re-reading")
