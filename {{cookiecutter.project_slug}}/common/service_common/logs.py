@@ -9,14 +9,13 @@ written as `[redacted]`.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 import time
 from collections.abc import Iterable
 from typing import Any
-
-import orjson
 
 REDACTED = "[redacted]"
 _SECRET_TEXT = re.compile(
@@ -61,7 +60,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = _field(key, value)
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
-        return orjson.dumps(entry, default=str).decode()
+        return json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
 def _trace_ids() -> dict[str, str]:
