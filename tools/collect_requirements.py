@@ -11,9 +11,10 @@ import tomllib
 from pathlib import Path
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "{{cookiecutter.project_slug}}"
-SERVICES = ["gateway", "services/model", "evals", "finetune", "infra"]
+SERVICES = ["common", "gateway", "services/model", "evals", "finetune", "infra"]
 # vLLM lives in its own environment (MODEL_VLLM_PYTHON), built by build-vllm-venv.sh.
 SEPARATE_ENV_EXTRAS = {"vllm", "gpu"}
+OWN_PACKAGES = {"service-common", "gateway", "model-service", "evals", "finetune"}
 
 
 def service_requirements(service_dir: Path) -> list[str]:
@@ -37,7 +38,7 @@ def main() -> int:
     for service in SERVICES:
         for req in service_requirements(TEMPLATE / service):
             # Extras of our own packages (e.g. "gateway[rag]") are not on PyPI.
-            if req.split("[")[0].split("=")[0].strip() in {"gateway", "model-service", "evals", "finetune"}:
+            if req.split("[")[0].split("=")[0].strip() in OWN_PACKAGES:
                 continue
             seen.setdefault(req, service)
     for req in sorted(seen, key=str.lower):

@@ -28,13 +28,17 @@ TAG = f"localhost/blueprint-compose/offline-model-cpu:{os.getpid()}"
 
 @pytest.fixture
 def offline_context(compose_project: Path, tmp_path: Path) -> Path:
-    """A copy of the model service's build context with its wheels folder filled by the
-    README's command (the local torch wheel folder stands in for the PyTorch CPU index)."""
-    context = tmp_path / "model"
-    shutil.copytree(compose_project / "services" / "model", context)
+    """A copy of the model image's build context (the project root: the model service and
+    the shared package) with the wheels folder filled by the README's command (the local
+    torch wheel folder stands in for the PyTorch CPU index)."""
+    context = tmp_path / "project"
+    for part in ("services/model", "common"):
+        shutil.copytree(compose_project / part, context / part)
+    shutil.copy(compose_project / ".dockerignore", context)
+    model = context / "services" / "model"
     readme = (compose_project / "README.md").read_text()
-    assert "pip download -d services/model/wheels" in readme
-    build_requires = tomllib.loads((context / "pyproject.toml").read_text())["build-system"][
+    assert "pip download -d services/model/wheels" in readme and "./common`" in readme
+    build_requires = tomllib.loads((model / "pyproject.toml").read_text())["build-system"][
         "requires"
     ]
     torch_wheels = Path(os.environ.get("BLUEPRINT_WHEELS_DIR", "/opt/wheels"))
@@ -49,12 +53,13 @@ def offline_context(compose_project: Path, tmp_path: Path) -> Path:
                 "download",
                 "--quiet",
                 "--dest",
-                str(context / "wheels"),
+                str(model / "wheels"),
                 "--find-links",
                 str(torch_wheels),
                 "torch==2.13.0+cpu",
                 *build_requires,
-                str(context),
+                str(model),
+                str(context / "common"),
             ],
             check=True,
             timeout=1200,
@@ -64,12 +69,13 @@ def offline_context(compose_project: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def offline_image(podman_ready: None, offline_context: Path, tmp_path: Path) -> Iterator[str]:
-    pm.provide_images(pm.base_images(offline_context / "Dockerfile.cpu"))
+    dockerfile = offline_context / "services" / "model" / "Dockerfile.cpu"
+    pm.provide_images(pm.base_images(dockerfile))
     try:
         with timed("offline build: model CPU image, --network none"):
             pm.build_image(
                 offline_context,
-                offline_context / "Dockerfile.cpu",
+                dockerfile,
                 TAG,
                 {"WHEELS_ONLY": "1"},
                 volumes=[],
@@ -92,7 +98,7 @@ def test_cpu_model_image_builds_without_network(offline_image: str) -> None:
         offline_image,
         "-P",
         "-c",
-        "import torch, transformers, model_service.app; "
+        "import torch, transformers, model_service.app, service_common.tracing; "
         "print(torch.__version__, torch.cuda.is_available())",
     )
     assert probe.stdout.split() == ["2.13.0+cpu", "False"]

@@ -19,7 +19,7 @@ import httpx
 import psutil
 
 from devstack.redis import server_command
-from tests.support.processes import ManagedProcess, free_port
+from tests.support.processes import ManagedProcess, free_port, source_path
 
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = BENCH_DIR.parent
@@ -114,7 +114,7 @@ def gateway(log_dir: Path, mock: System, redis_url: str, spend: bool = False) ->
     reserves and settles its cost (`--spend`)."""
     port = free_port()
     env = {
-        "PYTHONPATH": f"{PROJECT_ROOT / 'gateway'}:{PROJECT_ROOT}",
+        "PYTHONPATH": source_path("gateway"),
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(port),
         "GATEWAY_MASTER_KEY": MASTER_KEY,

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.processes import ManagedProcess, free_port
+from tests.support.processes import ManagedProcess, free_port, source_path
 
 LLM_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SERVICE_DIR = Path(__file__).resolve().parents[1] / "services" / "model"
@@ -66,9 +66,7 @@ def our_server(models_dir: Path, config: str, port: int, max_num_seqs: int = 64)
         # Kubernetes Deployment sets the same); the service's own default keeps a core free.
         "MODEL_NUM_THREADS": os.environ.get("MODEL_NUM_THREADS", str(len(os.sched_getaffinity(0)))),
         "MODELS_DIR": str(models_dir),
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(SERVICE_DIR), os.environ.get("PYTHONPATH")])
-        ),
+        "PYTHONPATH": source_path("services/model"),
     }
     argv = [sys.executable, "-m", "model_service", "serve"]
     return System("transformers", config, argv, env)

@@ -18,7 +18,7 @@ from urllib.parse import quote
 from devstack.settings import DevSettings
 
 # Source folders of the project's packages, so they run without being installed.
-PACKAGE_DIRS = (".", "gateway", "services/model", "evals")
+PACKAGE_DIRS = (".", "common", "gateway", "services/model", "evals")
 
 
 @dataclass(frozen=True)

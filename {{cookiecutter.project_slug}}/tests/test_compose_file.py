@@ -317,9 +317,9 @@ def test_gpu_profile_reserves_a_gpu(compose: dict[str, Any]) -> None:
         service = compose["services"][name]
         (device,) = service["deploy"]["resources"]["reservations"]["devices"]
         assert device["capabilities"] == ["gpu"] and device["driver"] == "nvidia"
-        assert service["build"]["dockerfile"] == "Dockerfile.gpu"
+        assert service["build"]["dockerfile"] == "services/model/Dockerfile.gpu"
     for name in ("llm", "embedder"):
-        assert compose["services"][name]["build"]["dockerfile"] == "Dockerfile.cpu"
+        assert compose["services"][name]["build"]["dockerfile"] == "services/model/Dockerfile.cpu"
         assert compose["services"][name]["environment"]["MODEL_BACKEND"] == "transformers"
 
 

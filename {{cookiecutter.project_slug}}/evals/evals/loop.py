@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ from evals.scorers import ScorerConfigError, ScoringContext, build_scorer
 from evals.scorers.judge import LLMJudge
 from evals.settings import EvalsSettings
 from evals.suites import Suite
+from service_common.otlp import metric_exporter, service_name
 
 log = logging.getLogger("evals.loop")
 
@@ -126,12 +126,10 @@ class OnlineMetrics:
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
         from opentelemetry.sdk.resources import Resource
 
-        exporter = _otlp_metric_exporter()
+        exporter = metric_exporter()  # the services' OTEL_* rules, for metrics
         readers = [PeriodicExportingMetricReader(exporter)] if exporter is not None else []
-        name = os.environ.get("OTEL_SERVICE_NAME", "evals-online")
-        self.provider = MeterProvider(
-            metric_readers=readers, resource=Resource.create({"service.name": name})
-        )
+        resource = Resource.create({"service.name": service_name("evals-online")})
+        self.provider = MeterProvider(metric_readers=readers, resource=resource)
         meter = self.provider.get_meter("evals.online")
         self.score = meter.create_gauge(
             "evals_online_score", description="Mean online score of the last pass, 0..1."
@@ -160,28 +158,6 @@ def prometheus_series(registry: Any) -> None:
 
     Gauge("evals_online_score", "Online score", ["suite", "metric"], registry=registry)
     Counter("evals_online_samples", "Scored online", ["suite"], registry=registry)
-
-
-def _otlp_metric_exporter() -> Any | None:
-    """The OTLP exporter the standard OTEL_* variables ask for (None: no endpoint, or
-    OTEL_SDK_DISABLED=true), gRPC or HTTP like the services' traces."""
-    env = os.environ
-    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return None
-    if not (
-        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-    ):
-        return None
-    protocol = env.get(
-        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-    )
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
-            OTLPMetricExporter,
-        )
-    return OTLPMetricExporter()
 
 
 def _online_sample(item: dict[str, Any]) -> tuple[Sample, Generation] | None:

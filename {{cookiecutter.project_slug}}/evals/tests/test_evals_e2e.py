@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.processes import source_path
+
 pytestmark = pytest.mark.e2e
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -52,7 +54,7 @@ def evals(target: Target, tmp: Path, *args: str) -> subprocess.CompletedProcess[
         **target.env,
         "EVALS_REPORTS_DIR": str(tmp / "reports"),
         "EVALS_CACHE_DIR": str(tmp / "cache"),
-        "PYTHONPATH": os.pathsep.join([str(PROJECT / "evals"), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": source_path("evals"),
     }
     return subprocess.run(
         [sys.executable, "-m", "evals", *args],

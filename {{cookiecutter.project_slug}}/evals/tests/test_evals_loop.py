@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.gateway import MOCK_LLM, GatewayProcess, upstreams_env
 from tests.support.otlp import otlp_receiver
+from tests.support.processes import source_path
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +32,7 @@ def evals_cli(gateway: GatewayProcess, tmp: Path, *args: str, **env: str) -> Any
         "EVALS_REPORTS_DIR": str(tmp / "reports"),
         "EVALS_CACHE_DIR": str(tmp / "cache"),
         "EVALS_DATASETS_DIR": str(tmp),
-        "PYTHONPATH": os.pathsep.join([str(PROJECT / "evals"), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": source_path("evals"),
         **env,
     }
     return subprocess.run(

@@ -1,5 +1,6 @@
-"""OpenTelemetry GenAI spans for upstream calls (semantic conventions `gen_ai.*`).
-Prompt and completion text are recorded only with `GATEWAY_CAPTURE_CONTENT=true`."""
+"""The gateway's GenAI client span per upstream call: the shared attributes
+(`service_common.genai_spans`) plus what only the gateway records, the request ids and,
+with `GATEWAY_CAPTURE_CONTENT=true`, the prompt and completion text."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ import orjson
 from opentelemetry.trace import Span, SpanKind
 
 from gateway.tracing import tracer
+from service_common.genai_spans import (
+    set_error,
+    set_request_numbers,
+    set_response,
+    set_usage,
+    start_genai_span,
+)
 
 REQUEST_ATTRIBUTES = (
     "max_tokens",
@@ -28,16 +36,10 @@ def start_span(
     texts: list[str] | None,
 ) -> Span:
     """A client span for one upstream operation; `texts` only when content is captured."""
-    span = tracer().start_span(f"{operation} {model}", kind=SpanKind.CLIENT)
-    span.set_attribute("gen_ai.operation.name", operation)
-    span.set_attribute("gen_ai.provider.name", "openai")
-    span.set_attribute("gen_ai.request.model", model)
-    for name in REQUEST_ATTRIBUTES:
-        value = payload.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            span.set_attribute(f"gen_ai.request.{name}", value)
-    for name, value in ids.items():
-        span.set_attribute(name, value)
+    span = start_genai_span(
+        tracer(), operation, model, SpanKind.CLIENT, {"gen_ai.provider.name": "openai", **ids}
+    )
+    set_request_numbers(span, ((name, payload.get(name)) for name in REQUEST_ATTRIBUTES))
     if texts is not None:
         span.set_attribute("gen_ai.input.messages", orjson.dumps(texts).decode())
     return span
@@ -52,19 +54,13 @@ def end_span(
 ) -> None:
     """Record the answer (usage, ids, finish reasons, text when captured) and end."""
     if error_type is not None:
-        span.set_attribute("error.type", error_type)
+        set_error(span, error_type)
     if body:
-        span.set_attribute("gen_ai.usage.input_tokens", usage[0])
-        span.set_attribute("gen_ai.usage.output_tokens", usage[1])
-        if body.get("model"):
-            span.set_attribute("gen_ai.response.model", body["model"])
-        if body.get("id"):
-            span.set_attribute("gen_ai.response.id", body["id"])
+        set_usage(span, *usage)
         reasons = [
             c.get("finish_reason") for c in body.get("choices") or () if c.get("finish_reason")
         ]
-        if reasons:
-            span.set_attribute("gen_ai.response.finish_reasons", reasons)
+        set_response(span, body.get("model"), body.get("id"), reasons)
     if output_text is not None:
         span.set_attribute("gen_ai.output.messages", orjson.dumps([output_text]).decode())
     span.end()

@@ -1,62 +1,37 @@
-"""OpenTelemetry tracing, configured from the standard `OTEL_*` variables.
-
-Tracing is on when an OTLP endpoint is set (`OTEL_EXPORTER_OTLP_ENDPOINT` or
-`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) and `OTEL_SDK_DISABLED` is not true. Off, the
-gateway creates no spans at all (no per-request cost).
+"""The gateway's tracing: the shared `OTEL_*` rules (`service_common.tracing`) plus the
+Redis instrumentation. Off, the gateway creates no spans at all (no per-request cost);
+the FastAPI and httpx instrumentation is applied where the app and clients are built.
 """
 
 from __future__ import annotations
 
-import logging
-import os
+from typing import TYPE_CHECKING
 
-from opentelemetry import trace
-from opentelemetry.trace import Tracer
+from service_common import tracing as shared
+from service_common.tracing import tracing_requested
 
-log = logging.getLogger("gateway.tracing")
-_configured = False
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
-
-def tracing_requested() -> bool:
-    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return False
-    return bool(
-        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    )
+__all__ = ["configure_tracing", "tracer", "tracing_requested"]
+INSTRUMENTATIONS = (
+    "opentelemetry.instrumentation.fastapi",
+    "opentelemetry.instrumentation.httpx",
+    "opentelemetry.instrumentation.redis",
+)
 
 
 def configure_tracing() -> bool:
-    """Install the global tracer provider once per process; True when tracing is on."""
-    global _configured
-    if not tracing_requested():
+    """Install the tracer provider and trace Redis commands; True when tracing is on."""
+    if not shared.configure_tracing("gateway", requires=INSTRUMENTATIONS):
         return False
-    if _configured:
-        return True
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    protocol = os.environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
-    )
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
-            OTLPSpanExporter,
-        )
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "gateway")})
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
-    RedisInstrumentor().instrument()
-    _configured = True
-    log.info("tracing on (OTLP %s)", protocol or "http/protobuf")
+    instrumentor = RedisInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
     return True
 
 
 def tracer() -> Tracer:
-    return trace.get_tracer("gateway")
+    return shared.tracer("gateway")

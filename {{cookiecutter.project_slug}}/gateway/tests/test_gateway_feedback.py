@@ -22,8 +22,9 @@ from gateway.pipeline import Answer
 from gateway.route_adapters import CHAT
 from gateway.settings import Settings, UpstreamConfig
 from gateway.state import GatewayState
-from tests.support.gateway import MOCK_LLM, PROJECT_ROOT, upstreams_env
+from tests.support.gateway import MOCK_LLM, upstreams_env
 from tests.support.otlp import attributes_of, otlp_receiver
+from tests.support.processes import source_path
 from tests.support.redis import RedisServer
 from tests.support.scripted_upstream import WORDS, ScriptedUpstream
 
@@ -275,8 +276,11 @@ async def test_purge_deletes_one_keys_captures_then_all(
     await gw.settled()
 
     async def purge(*args: str) -> str:
-        pythonpath = f"{PROJECT_ROOT / 'gateway'}:{PROJECT_ROOT}"
-        env = {**os.environ, "GATEWAY_REDIS_URL": gw.redis.url, "PYTHONPATH": pythonpath}
+        env = {
+            **os.environ,
+            "GATEWAY_REDIS_URL": gw.redis.url,
+            "PYTHONPATH": source_path("gateway"),
+        }
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -18,6 +18,7 @@ import pytest
 
 from gateway.rag.prompts import NO_ANSWER
 from tests.support.gateway import GatewayProcess
+from tests.support.processes import source_path
 from tests.support.redis import RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +37,7 @@ def ops_collection(
         [sys.executable, "-m", "gateway", "rag", "ingest", str(SAMPLE_DOCS), "--collection", name],
         env={
             "PATH": "/usr/bin:/bin",
-            "PYTHONPATH": f"{PROJECT_ROOT / 'gateway'}:{PROJECT_ROOT}",
+            "PYTHONPATH": source_path("gateway"),
             "GATEWAY_REDIS_URL": redis_search_server.url,
             "GATEWAY_RAG_EMBEDDINGS_BASE_URL": f"{embedder_server.base_url}/v1",
             "GATEWAY_RAG_EMBEDDING_MODEL": embedder_server.model,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from blueprint_infra.aws.registry import PROJECT_ROOT
 from blueprint_infra.program import run
 from blueprint_infra.testing import (
     AWS_CALLS,
@@ -182,6 +184,10 @@ def test_images_are_built_for_each_needed_service_and_pushed_to_ecr(stack: Captu
     builds = {r.name: r.inputs for r in stack.of_type("docker-build:index:Image")}
     gpu = builds["genai-app-model-gpu"]
     assert gpu["dockerfile"]["location"].endswith("services/model/Dockerfile.gpu")
+    # Every image builds from the project root, which holds the shared package (common/).
+    roots = {Path(build["context"]["location"]) for build in builds.values()}
+    assert roots == {PROJECT_ROOT}, roots
+    assert (PROJECT_ROOT / "common" / "pyproject.toml").is_file()
     assert gpu["push"] is True
     assert gpu["buildOnPreview"] is False
     assert gpu["platforms"] == ["linux/amd64"]

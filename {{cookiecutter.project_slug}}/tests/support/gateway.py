@@ -27,7 +27,7 @@ import pytest
 # importlib mode pytest would otherwise register an empty placeholder module named
 # `gateway` (the service folder) as the test modules' parent, hiding the package.
 import gateway as _gateway_package  # noqa: F401
-from tests.support.processes import ManagedProcess, free_port, python_module
+from tests.support.processes import ManagedProcess, free_port, python_module, source_path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MOCK_UPSTREAM = PROJECT_ROOT / "bench" / "mock_upstream.py"
@@ -129,8 +129,7 @@ class GatewayProcess(ManagedProcess):
 
 
 def _pythonpath() -> str:
-    parts = [str(PROJECT_ROOT / "gateway"), str(PROJECT_ROOT)]
-    return ":".join(parts)
+    return source_path("gateway")
 
 
 GatewayFactory = Callable[..., Any]  # one GatewayProcess, or a list when given several envs

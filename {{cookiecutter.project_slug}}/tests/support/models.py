@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.otlp import OtlpReceiver, otlp_receiver
-from tests.support.processes import ManagedProcess, free_port, python_module
+from tests.support.processes import ManagedProcess, free_port, python_module, source_path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SERVICE_DIR = PROJECT_ROOT / "services" / "model"
@@ -63,9 +63,7 @@ class ModelServer(ManagedProcess):
             "MODEL_PORT": str(self.port),
             "MODELS_DIR": str(models_dir),
             "MODEL_MAX_MODEL_LEN": "2048" if task == "generate" else "512",
-            "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(SERVICE_DIR), os.environ.get("PYTHONPATH")])
-            ),
+            "PYTHONPATH": source_path("services/model"),
             **(env or {}),
         }
         super().__init__(name, python_module("model_service", "serve"), log_dir, settings)

@@ -19,6 +19,17 @@ from pathlib import Path
 
 import httpx
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def source_path(*folders: str) -> str:
+    """PYTHONPATH for a service run from this checkout, as `make dev` sets it: its own
+    folders, the shared package every service imports (`common/`), the project root
+    (for `tests`), then whatever PYTHONPATH the tests themselves run with."""
+    parts = [str(PROJECT_ROOT / folder) for folder in (*folders, "common")]
+    parts += [str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]
+    return os.pathsep.join(part for part in parts if part)
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

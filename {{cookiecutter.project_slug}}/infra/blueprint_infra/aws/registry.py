@@ -1,8 +1,10 @@
 """ECR repositories and image builds for the gateway, the model service and evals.
 
-Images build from the service folders of this project (Docker with buildx on the machine
-that runs `pulumi up`) and are pinned by digest, so a Deployment changes only when its
-image content does.
+Images build from this project's root with each service's Dockerfile (Docker with buildx
+on the machine that runs `pulumi up`), as compose builds them: every image installs the
+shared package in `common/` beside its service, and the root `.dockerignore` sends only
+those folders. They are pinned by digest, so a Deployment changes only when its image
+content does.
 """
 
 from __future__ import annotations
@@ -25,19 +27,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 class ImageSource:
     key: str  # field of Images
     repository: str
-    context: str
-    dockerfile: str
+    dockerfile: str  # relative to the project root, the build context of every image
 
 
 SOURCES = {
-    "gateway": ImageSource("gateway", "gateway", "gateway", "gateway/Dockerfile"),
-    "model_cpu": ImageSource(
-        "model_cpu", "model-cpu", "services/model", "services/model/Dockerfile.cpu"
-    ),
-    "model_gpu": ImageSource(
-        "model_gpu", "model-gpu", "services/model", "services/model/Dockerfile.gpu"
-    ),
-    "evals": ImageSource("evals", "evals", "evals", "evals/Dockerfile"),
+    "gateway": ImageSource("gateway", "gateway", "gateway/Dockerfile"),
+    "model_cpu": ImageSource("model_cpu", "model-cpu", "services/model/Dockerfile.cpu"),
+    "model_gpu": ImageSource("model_gpu", "model-gpu", "services/model/Dockerfile.gpu"),
+    "evals": ImageSource("evals", "evals", "evals/Dockerfile"),
 }
 
 KEEP_LAST_IMAGES = {
@@ -82,7 +79,7 @@ def build_images(name: str, config: StackConfig, opts: pulumi.ResourceOptions) -
             build_args["TORCH_INDEX_URL"] = aws_cfg.torch_index_url
         image = docker_build.Image(
             f"{name}-{source.repository}",
-            context=docker_build.BuildContextArgs(location=str(PROJECT_ROOT / source.context)),
+            context=docker_build.BuildContextArgs(location=str(PROJECT_ROOT)),
             dockerfile=docker_build.DockerfileArgs(location=str(PROJECT_ROOT / source.dockerfile)),
             platforms=[docker_build.Platform(aws_cfg.build_platform)],
             build_args=build_args or None,

@@ -47,6 +47,8 @@ def prepare_command(
 def serve_command() -> None:
     """Serve the model configured by the MODEL_* environment variables."""
     from model_service.launcher import serve
+    from service_common.logs import configure_json_logging
 
-    configure_logging()
+    # The server's lines are JSON with trace ids, as the gateway's (one log pipeline).
+    configure_json_logging(logging.INFO)
     raise typer.Exit(serve(ModelSettings()))

@@ -7,7 +7,9 @@ vLLM's own `llm_request` span uses (`gen_ai.latency.time_in_queue`,
 Two span events mark when the request left the queue and when its first token came.
 
 Prompt and completion text are never recorded, nor any request header. With tracing off
-every function here gets `None` and returns at once.
+every function here gets `None` and returns at once. The attributes both services set
+come from `service_common.genai_spans`; the vLLM latency names and events are this
+service's own.
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ from typing import TYPE_CHECKING, Any
 from model_service.errors import APIError
 from model_service.generation import RequestStats
 from model_service.tracing import tracer
+from service_common.genai_spans import (
+    set_error,
+    set_request_numbers,
+    set_response,
+    set_usage,
+    start_genai_span,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -50,19 +59,11 @@ def start(
     """Start the span (a child of the current server span) named `{operation} {model}`."""
     if not tracing:
         return None
-    span = tracer().start_span(f"{operation} {model}")
-    span.set_attribute("gen_ai.operation.name", operation)
-    span.set_attribute("gen_ai.request.model", model)
-    span.set_attribute("gen_ai.response.model", model)
-    span.set_attribute("gen_ai.response.id", response_id)
-    span.set_attributes(attributes or {})
+    span = start_genai_span(tracer(), operation, model, attributes=attributes)
+    set_response(span, model, response_id)
     if body is not None:
-        if body.requested_max_tokens is not None:
-            span.set_attribute("gen_ai.request.max_tokens", body.requested_max_tokens)
-        for name in REQUEST_FIELDS:
-            value = getattr(body, name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                span.set_attribute(f"gen_ai.request.{name}", value)
+        set_request_numbers(span, [("max_tokens", body.requested_max_tokens)])
+        set_request_numbers(span, ((name, getattr(body, name)) for name in REQUEST_FIELDS))
         span.set_attribute("gen_ai.request.stream", body.stream)
     return span
 
@@ -76,10 +77,8 @@ def end_generation(
     """Record usage, finish reason and timings, then end the span."""
     if span is None:
         return
-    span.set_attribute("gen_ai.usage.input_tokens", stats.prompt_tokens)
-    span.set_attribute("gen_ai.usage.output_tokens", stats.generation_tokens)
-    if stats.finish_reason:
-        span.set_attribute("gen_ai.response.finish_reasons", [stats.finish_reason])
+    set_usage(span, stats.prompt_tokens, stats.generation_tokens)
+    set_response(span, finish_reasons=[stats.finish_reason] if stats.finish_reason else [])
     ended = time.perf_counter()
     latency: dict[str, Any] = {E2E: ended - stats.arrived}
     if stats.queue_seconds is not None:
@@ -108,23 +107,19 @@ def end_embedding(
 ) -> None:
     if span is None:
         return
-    if input_tokens is not None:
-        span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
+    set_usage(span, input_tokens)
     if dimensions is not None:
         span.set_attribute("gen_ai.embeddings.dimension.count", dimensions)
     _finish(span, error, disconnected=False)
 
 
 def _finish(span: Span, error: BaseException | None, disconnected: bool) -> None:
-    from opentelemetry.trace import StatusCode
-
     if disconnected:
         # The client went away: not a server error, but the reason the output is short.
         span.set_attribute(DISCONNECTED, True)
         span.add_event("client disconnected")
     elif error is not None:
-        span.set_attribute("error.type", error_type(error))
-        span.set_status(StatusCode.ERROR, type(error).__name__)
+        set_error(span, error_type(error), type(error).__name__)
     span.end()
 
 
