@@ -24,7 +24,7 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = BENCH_DIR.parent
-for extra in (BENCH_DIR, PROJECT_ROOT, PROJECT_ROOT / "gateway"):
+for extra in (BENCH_DIR, PROJECT_ROOT, PROJECT_ROOT / "common", PROJECT_ROOT / "gateway"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent / "gateway"))
+sys.path.insert(0, str(BENCH_DIR.parent / "common"))
 
 from gateway.guardrails import find_pii  # noqa: E402
 
