@@ -315,10 +315,7 @@ class GenerationEngine:
         """Stream the completion of `prompt_ids` as text deltas; the last one has a finish
         reason. Closing the iterator early cancels the request and frees its slot.
         `stats`, when given, is filled in as the request runs (queue time, first token, ...)."""
-        limit = self.options.max_num_seqs + self.options.max_queue
-        if self._in_flight >= limit:
-            raise QueueFull(f"{self._in_flight} requests in flight (limit {limit})")
-        self._in_flight += 1
+        self._admit()
         request_id = uuid.uuid4().hex
         outputs: asyncio.Queue[Any] = asyncio.Queue()
         slot = self.sampler.register(params, prompt_ids)
@@ -329,77 +326,121 @@ class GenerationEngine:
         stream = TextStream(self.tokenizer._tokenizer, params.stop)
         manager = self._manager  # the supervisor may replace it while this request runs
         try:
-            if not self.alive():
-                raise LoopFailed(f"the generation loop is restarting ({self.loop_error()})")
-            self._outputs[request_id] = outputs
-            manager.register_result_handler(request_id, outputs.put_nowait)
-            added = manager.add_request(
-                prompt_ids,
-                request_id=request_id,
-                max_new_tokens=params.max_tokens,
-                streaming=True,
-                eos_token_id=-1 if params.ignore_eos else self._eos_ids,
-                **{SLOT_KWARG: slot},
-            )
-            if added is None:  # the manager refuses requests once its loop is stopping
-                raise LoopFailed(f"the generation loop stopped ({self.loop_error()})")
+            self._submit(manager, request_id, outputs, prompt_ids, params, slot)
             while stats.finish_reason is None:
-                output = await outputs.get()
-                if isinstance(output, LoopFailed):
-                    raise output
+                output = self._checked(await outputs.get())
                 manager_done = output.is_finished()
-                if output.error is not None and self._loop_failing():
-                    raise LoopFailed(f"the generation loop failed: {output.error}")
-                if output.error is not None:
-                    raise GenerationFailed(output.error)
-                if stats.scheduled is None and output.lifespan[0] > 0:
-                    stats.scheduled = output.lifespan[0]
-                    stats.queue_seconds = max(0.0, output.lifespan[0] - output.created_time)
+                self._note_scheduled(stats, output)
                 new_tokens = output.generated_tokens[stats.generation_tokens :]
                 if not new_tokens and not output.is_finished():
                     continue
-                now = time.perf_counter()
-                if stats.last_token is None:
-                    stats.first_token = now
-                    self.metrics.observe_first_token(now - started)
-                else:
-                    self.metrics.observe_inter_token(now - stats.last_token)
-                stats.last_token = now
-                text = []
-                finish: str | None = None
+                self._note_token_time(stats, started)
                 first_new = stats.generation_tokens
-                for token in new_tokens:
-                    stats.generation_tokens += 1
-                    piece = stream.push(token)
-                    text.append(piece.text)
-                    if piece.stopped:
-                        finish = "stop"
-                        break
-                if finish is None and output.is_finished():
-                    text.append(stream.flush())
-                    hit_eos = bool(new_tokens) and new_tokens[-1] in self._eos_ids
-                    at_limit = stats.generation_tokens >= params.max_tokens
-                    finish = "length" if at_limit and not hit_eos else "stop"
-                stats.finish_reason = finish
+                text, stats.finish_reason = self._decode(
+                    stream, new_tokens, output.is_finished(), stats, params
+                )
                 recorded = self.sampler.token_logprobs(slot) if params.logprobs is not None else []
                 yield Delta(
-                    "".join(text),
+                    text,
                     stats.generation_tokens,
-                    finish,
+                    stats.finish_reason,
                     recorded[first_new : stats.generation_tokens],
                 )
         finally:
             self._in_flight -= 1
             self._outputs.pop(request_id, None)
             self._release(manager, request_id, slot, cancel=not manager_done)
-            self.metrics.observe_request(
-                prompt_tokens=len(prompt_ids),
-                generation_tokens=stats.generation_tokens,
-                finish_reason=stats.finish_reason or "abort",
-                e2e_seconds=time.perf_counter() - started,
-                queue_seconds=stats.queue_seconds,
-                max_tokens=params.max_tokens,
-            )
+            self._observe_request(prompt_ids, params, stats, started)
+
+    def _admit(self) -> None:
+        limit = self.options.max_num_seqs + self.options.max_queue
+        if self._in_flight >= limit:
+            raise QueueFull(f"{self._in_flight} requests in flight (limit {limit})")
+        self._in_flight += 1
+
+    def _submit(
+        self,
+        manager: Any,
+        request_id: str,
+        outputs: asyncio.Queue[Any],
+        prompt_ids: list[int],
+        params: SamplingParams,
+        slot: int,
+    ) -> None:
+        if not self.alive():
+            raise LoopFailed(f"the generation loop is restarting ({self.loop_error()})")
+        self._outputs[request_id] = outputs
+        manager.register_result_handler(request_id, outputs.put_nowait)
+        added = manager.add_request(
+            prompt_ids,
+            request_id=request_id,
+            max_new_tokens=params.max_tokens,
+            streaming=True,
+            eos_token_id=-1 if params.ignore_eos else self._eos_ids,
+            **{SLOT_KWARG: slot},
+        )
+        if added is None:  # the manager refuses requests once its loop is stopping
+            raise LoopFailed(f"the generation loop stopped ({self.loop_error()})")
+
+    def _checked(self, output: Any) -> Any:
+        """The manager's output, or the failure it carries raised."""
+        if isinstance(output, LoopFailed):
+            raise output
+        if output.error is not None and self._loop_failing():
+            raise LoopFailed(f"the generation loop failed: {output.error}")
+        if output.error is not None:
+            raise GenerationFailed(output.error)
+        return output
+
+    @staticmethod
+    def _note_scheduled(stats: RequestStats, output: Any) -> None:
+        if stats.scheduled is None and output.lifespan[0] > 0:
+            stats.scheduled = output.lifespan[0]
+            stats.queue_seconds = max(0.0, output.lifespan[0] - output.created_time)
+
+    def _note_token_time(self, stats: RequestStats, started: float) -> None:
+        now = time.perf_counter()
+        if stats.last_token is None:
+            stats.first_token = now
+            self.metrics.observe_first_token(now - started)
+        else:
+            self.metrics.observe_inter_token(now - stats.last_token)
+        stats.last_token = now
+
+    def _decode(
+        self,
+        stream: TextStream,
+        new_tokens: list[int],
+        finished: bool,
+        stats: RequestStats,
+        params: SamplingParams,
+    ) -> tuple[str, str | None]:
+        """The text of `new_tokens` and the finish reason, if this output ends the request."""
+        text = []
+        for token in new_tokens:
+            stats.generation_tokens += 1
+            piece = stream.push(token)
+            text.append(piece.text)
+            if piece.stopped:
+                return "".join(text), "stop"
+        if not finished:
+            return "".join(text), None
+        text.append(stream.flush())
+        hit_eos = bool(new_tokens) and new_tokens[-1] in self._eos_ids
+        at_limit = stats.generation_tokens >= params.max_tokens
+        return "".join(text), "length" if at_limit and not hit_eos else "stop"
+
+    def _observe_request(
+        self, prompt_ids: list[int], params: SamplingParams, stats: RequestStats, started: float
+    ) -> None:
+        self.metrics.observe_request(
+            prompt_tokens=len(prompt_ids),
+            generation_tokens=stats.generation_tokens,
+            finish_reason=stats.finish_reason or "abort",
+            e2e_seconds=time.perf_counter() - started,
+            queue_seconds=stats.queue_seconds,
+            max_tokens=params.max_tokens,
+        )
 
     def _release(self, manager: Any, request_id: str, slot: int, cancel: bool) -> None:
         # A stop string ends the request before the manager does; so does a disconnect.
