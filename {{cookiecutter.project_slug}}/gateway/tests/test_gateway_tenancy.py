@@ -69,6 +69,7 @@ def shared_gateway(
             GATEWAY_SEMANTIC_CACHE_ENABLED="true",
             GATEWAY_CACHE_SCOPE="shared",
             GATEWAY_CACHE_VERSION=secrets.token_hex(4),
+            GATEWAY_REDIS_TIMEOUT_SECONDS="2",  # as mock_gateway: stores read back at once
         )
     finally:
         for process in started:

@@ -202,6 +202,9 @@ def mock_gateway(
         GATEWAY_SEMANTIC_CACHE_ENABLED="true",
         GATEWAY_MODEL_ALIASES=json.dumps({"fast": MOCK_LLM}),
         GATEWAY_CACHE_VERSION=secrets.token_hex(4),  # a fresh cache per session
+        # Cache tests read back what the previous request stored: give Redis calls room on
+        # a loaded CI host (the 0.25 s default drops a slow store by design).
+        GATEWAY_REDIS_TIMEOUT_SECONDS="2",
     )
     yield gateway
     for process in started:
