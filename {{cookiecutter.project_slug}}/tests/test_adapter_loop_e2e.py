@@ -4,7 +4,7 @@ gateway in the upstream's /v1/models (no gateway setting names it), answers thro
 gateway where the base never does, and passes the evals gate against its base.
 
 SmolLM2-135M-Instruct from MODELS_DIR; the adapter is the session's `codeword_adapter`
-(tests/support/adapters.py).
+(tests/support/adapters.py), served by `codeword_server`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,31 +30,14 @@ pytestmark = pytest.mark.e2e
 ADAPTER = "codeword"
 
 
-@pytest.fixture(scope="module")
-def adapter_server(
-    models_dir: Path, codeword_adapter: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ModelServer]:
-    env = {
-        "ADAPTERS_DIR": str(codeword_adapter.parent),
-        "MODEL_LORA_MODULES": ADAPTER,
-        "MODEL_MAX_NUM_SEQS": "10",
-        "MODEL_KV_CACHE_GIB": "0.25",
-        "MODEL_LORA_KV_CACHE_GIB": "0.25",
-    }
-    log_dir = tmp_path_factory.mktemp("adapter-loop")
-    server = ModelServer("adapter-loop", log_dir, models_dir, LLM_ID, env=env).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def gateway(
-    adapter_server: ModelServer, gateway_factory: GatewayFactory, redis_server: RedisServer
+    codeword_server: ModelServer, gateway_factory: GatewayFactory, redis_server: RedisServer
 ) -> GatewayProcess:
     """A gateway configured with the base model only: the adapter comes from discovery."""
     gateway = gateway_factory(
         redis_server.url,
-        GATEWAY_UPSTREAMS=upstreams_env(("llm", adapter_server.base_url, [LLM_ID])),
+        GATEWAY_UPSTREAMS=upstreams_env(("llm", codeword_server.base_url, [LLM_ID])),
         GATEWAY_MODELS_REFRESH_SECONDS="0.5",
     )
     gateway.wait_until(lambda: ADAPTER in model_cards(gateway), 60, "listing the adapter")

@@ -7,6 +7,7 @@ fine-tuning, model-service and gateway tests (each trains once per session).
 - `tiny_codeword_dataset` (session): four questions whose answer is the codeword.
 - `tiny_codeword_adapter` (session): a rank-4 adapter trained on it in about a second,
   in its own ADAPTERS_DIR: `.folder`, `.manifest`, `.steps` (the progress the job saw).
+- `codeword_server` (session): SmolLM2 serving `codeword_adapter` as model `codeword`.
 - `codeword_adapter` (session, needs `models_dir`): a rank-4 adapter on
   SmolLM2-135M-Instruct, trained by the CLI on the shipped codeword dataset (8 steps,
   about 30 s on one CPU thread); its folder, `ADAPTERS_DIR/codeword`.
@@ -19,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ import pytest
 from finetune.job import TrainRequest, run_training
 from finetune.settings import SAMPLE_DATASETS_DIR, FinetuneSettings
 from finetune.trainer import Hyperparameters
-from tests.support.models import LLM_ID
+from tests.support.models import LLM_ID, ModelServer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CODEWORD = "BLUEFINCH"
@@ -112,6 +114,24 @@ def codeword_adapter(models_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == str(adapters / "codeword")
     return adapters / "codeword"
+
+
+@pytest.fixture(scope="session")
+def codeword_server(
+    models_dir: Path, codeword_adapter: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ModelServer]:
+    """SmolLM2 with the codeword adapter loaded at start (MODEL_LORA_MODULES)."""
+    env = {
+        "ADAPTERS_DIR": str(codeword_adapter.parent),
+        "MODEL_LORA_MODULES": "codeword",
+        "MODEL_MAX_NUM_SEQS": "10",
+        "MODEL_KV_CACHE_GIB": "0.25",
+        "MODEL_LORA_KV_CACHE_GIB": "0.25",
+    }
+    log_dir = tmp_path_factory.mktemp("codeword-server")
+    server = ModelServer("codeword", log_dir, models_dir, LLM_ID, env=env).start()
+    yield server
+    server.stop()
 
 
 def held_out_codeword_questions() -> list[str]:

@@ -8,7 +8,6 @@ CLI in this session."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,23 +17,6 @@ from tests.support.adapters import CODEWORD, held_out_codeword_questions
 from tests.support.models import LLM_ID, ModelServer
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def codeword_server(
-    models_dir: Path, codeword_adapter: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ModelServer]:
-    env = {
-        "ADAPTERS_DIR": str(codeword_adapter.parent),
-        "MODEL_LORA_MODULES": "codeword",
-        "MODEL_MAX_NUM_SEQS": "10",
-        "MODEL_KV_CACHE_GIB": "0.25",
-        "MODEL_LORA_KV_CACHE_GIB": "0.25",
-    }
-    log_dir = tmp_path_factory.mktemp("codeword-server")
-    server = ModelServer("codeword", log_dir, models_dir, LLM_ID, env=env).start()
-    yield server
-    server.stop()
 
 
 async def codeword_hits(base_url: str, model: str) -> tuple[int, list[str]]:
